@@ -1,0 +1,186 @@
+/**
+ * ViT-Adapter (paper Fig. 4a): a plain ViT plus the spatial prior module and N interactions (injector → ViT
+ * blocks → extractor), producing a 4-level pyramid (strides 4, 8, 16, 32). Keys as the authors' state dicts:
+ * ViT keys, `level_embed`, `spm.*`, `interactions.N.*`, `up`, `norm1..norm4`.
+ */
+import { type Tensor, cat, interpolate } from '../../engine/index.js';
+import {
+  BatchNorm2d, ConvTranspose2d, Conv2d, LayerNorm, Linear, type Module as ModuleT, ModuleList,
+} from '../../nn/index.js';
+import { constant_, normal_, truncNormal_, zeros_ } from '../../nn/init.js';
+import { type ViTOptions, VisionTransformer } from '../vit.js';
+import { MSDeformAttn } from './deformable-attention.js';
+import { InteractionBlock, deformInputs } from './interaction.js';
+import { SpatialPriorModule } from './spm.js';
+import { zeros } from '../../engine/index.js';
+
+/**
+ * Which code base's forward: `segmentation` adds each interaction's own ViT output to its pyramid level;
+ * `detection` adds only the final ViT output (resized) to all four levels.
+ */
+export type AdapterVariant = 'segmentation' | 'detection';
+
+/** Constructor options: the authors' config keys verbatim (snake_case), plus `variant`. */
+export interface ViTAdapterOptions extends ViTOptions {
+  pretrain_size?: number;
+  conv_inplane?: number;
+  n_points?: number;
+  deform_num_heads?: number;
+  init_values?: number;
+  interaction_indexes?: [number, number][];
+  with_cffn?: boolean;
+  cffn_ratio?: number;
+  deform_ratio?: number;
+  add_vit_feature?: boolean;
+  use_extra_extractor?: boolean;
+  /** Ignored (the authors' `pretrained` path); load weights with `loadStateDict`. */
+  pretrained?: string | null;
+  variant?: AdapterVariant;
+}
+
+/** Receives named intermediates during a forward (for parity checks and debugging). */
+export type Capture = (name: string, t: Tensor) => void;
+
+const KNOWN_KEYS = new Set([
+  'img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'drop_rate',
+  'attn_drop_rate', 'drop_path_rate', 'layer_scale', 'window_attn', 'window_size', 'with_cp', 'norm_eps',
+  'pretrain_size', 'conv_inplane', 'n_points', 'deform_num_heads', 'init_values', 'interaction_indexes', 'with_cffn',
+  'cffn_ratio', 'deform_ratio', 'add_vit_feature', 'use_extra_extractor', 'pretrained', 'variant', 'type', 'num_classes',
+]);
+
+/** The ViT-Adapter backbone. */
+export class ViTAdapter extends VisionTransformer {
+  level_embed: Tensor;
+  readonly spm: SpatialPriorModule;
+  readonly interactions: ModuleList<InteractionBlock>;
+  readonly up: ConvTranspose2d;
+  readonly norm1: BatchNorm2d;
+  readonly norm2: BatchNorm2d;
+  readonly norm3: BatchNorm2d;
+  readonly norm4: BatchNorm2d;
+  readonly variant: AdapterVariant;
+  readonly interactionIndexes: [number, number][];
+  readonly addVitFeature: boolean;
+
+  constructor(options: ViTAdapterOptions = {}) {
+    const unknown = Object.keys(options).filter((k) => !KNOWN_KEYS.has(k));
+    if (unknown.length) throw new Error(`ViTAdapter: unknown option(s) ${unknown.join(', ')}`);
+    // The authors pass pretrain_size to the ViT as its img_size (the position table's grid).
+    const vitOpts: ViTOptions = { ...options, img_size: options.pretrain_size ?? options.img_size ?? 224 };
+    for (const k of ['pretrain_size', 'conv_inplane', 'n_points', 'deform_num_heads', 'init_values', 'interaction_indexes',
+      'with_cffn', 'cffn_ratio', 'deform_ratio', 'add_vit_feature', 'use_extra_extractor', 'pretrained', 'variant', 'type',
+      'num_classes'] as const) delete (vitOpts as Record<string, unknown>)[k];
+    super(vitOpts);
+    const D = this.embedDim;
+    const depth = this.opts.depth;
+    this.variant = options.variant ?? 'segmentation';
+    if (this.variant !== 'segmentation' && this.variant !== 'detection') {
+      throw new Error(`ViTAdapter: variant must be segmentation or detection, got ${JSON.stringify(this.variant)}`);
+    }
+    this.addVitFeature = options.add_vit_feature ?? true;
+    const idx = options.interaction_indexes ?? defaultInteractionIndexes(depth);
+    for (const [a, b] of idx) {
+      if (!(a >= 0 && b >= a && b < depth)) throw new Error(`ViTAdapter: interaction index [${a}, ${b}] out of range for depth ${depth}`);
+    }
+    this.interactionIndexes = idx.map(([a, b]) => [a, b]);
+    this.level_embed = this.registerParameter('level_embed', zeros([3, D]));
+    this.spm = this.registerModule('spm', new SpatialPriorModule(options.conv_inplane ?? 64, D));
+    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>());
+    const useExtra = options.use_extra_extractor ?? true;
+    idx.forEach((_, i) => this.interactions.push(new InteractionBlock({
+      dim: D, numHeads: options.deform_num_heads ?? 6, nPoints: options.n_points ?? 4, initValues: options.init_values ?? 0,
+      dropPath: this.opts.drop_path_rate, withCffn: options.with_cffn ?? true, cffnRatio: options.cffn_ratio ?? 0.25,
+      deformRatio: options.deform_ratio ?? 1.0, extraExtractor: useExtra && i === idx.length - 1, normEps: this.opts.norm_eps,
+    })));
+    this.up = this.registerModule('up', new ConvTranspose2d(D, D, 2, { stride: 2 }));
+    this.norm1 = this.registerModule('norm1', new BatchNorm2d(D));
+    this.norm2 = this.registerModule('norm2', new BatchNorm2d(D));
+    this.norm3 = this.registerModule('norm3', new BatchNorm2d(D));
+    this.norm4 = this.registerModule('norm4', new BatchNorm2d(D));
+    for (const m of [this.up, this.spm, this.interactions]) m.apply(initWeights);
+    this.apply((m) => { if (m instanceof MSDeformAttn) m.resetParameters(); });
+    normal_(this.level_embed);
+  }
+
+  /** Checks the input and returns its size. */
+  private checkInput(x: Tensor): [number, number, number] {
+    if (x.ndim !== 4 || x.shape[1] !== this.opts.in_chans) {
+      throw new Error(`ViTAdapter: expected input B×${this.opts.in_chans}×H×W, got [${x.shape.join(', ')}]`);
+    }
+    const [B, , h, w] = x.shape as [number, number, number, number];
+    if (h % 32 || w % 32) {
+      throw new Error(`ViTAdapter: input height and width must be multiples of 32 (the adapter splits tokens at strides ` +
+        `8/16/32), got ${h}×${w}; pad the image (the segmentation pipeline does this for you)`);
+    }
+    return [B, h, w];
+  }
+
+  /** Runs the backbone: four maps B×D×H/s×W/s for strides 4, 8, 16, 32. */
+  forward(x: Tensor, capture?: Capture): [Tensor, Tensor, Tensor, Tensor] {
+    const [B, h, w] = this.checkInput(x);
+    const D = this.embedDim;
+    const d = deformInputs(h, w, x.device);
+    const spm = this.spm.forward(x);
+    capture?.('spm.c1', spm.c1);
+    capture?.('spm.c2', spm.c2);
+    capture?.('spm.c3', spm.c3);
+    capture?.('spm.c4', spm.c4);
+    const n2 = spm.c2.shape[1]!;
+    const n3 = spm.c3.shape[1]!;
+    const le = this.level_embed;
+    let c = cat([spm.c2.add(le.select(0, 0)), spm.c3.add(le.select(0, 1)), spm.c4.add(le.select(0, 2))], 1);
+    let { tokens: xt, H, W } = this.embed(x);
+    const outs: Tensor[] = [];
+    this.interactions.slice(0).forEach((layer, i) => {
+      const [from, to] = this.interactionIndexes[i]!;
+      const r = layer.forward(xt, c, this, from, to, d, H, W);
+      xt = r.x;
+      c = r.c;
+      capture?.(`interactions.${i}.x`, xt);
+      capture?.(`interactions.${i}.c`, c);
+      if (this.variant === 'segmentation') outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
+    });
+    const toMap = (t: Tensor, hh: number, ww: number): Tensor => t.transpose(1, 2).reshape(B, D, hh, ww);
+    let c2 = toMap(c.narrow(1, 0, n2), H * 2, W * 2);
+    let c3 = toMap(c.narrow(1, n2, n3), H, W);
+    let c4 = toMap(c.narrow(1, n2 + n3, c.shape[1]! - n2 - n3), Math.trunc(H / 2), Math.trunc(W / 2));
+    let c1 = this.up.forward(c2).add(spm.c1);
+    if (this.addVitFeature) {
+      let x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor;
+      if (this.variant === 'segmentation') {
+        [x1, x2, x3, x4] = outs as [Tensor, Tensor, Tensor, Tensor];
+      } else {
+        x1 = x2 = x3 = x4 = toMap(xt, H, W);
+      }
+      const up = (t: Tensor, s: number): Tensor => interpolate(t, { scaleFactor: s, mode: 'bilinear', alignCorners: false });
+      c1 = c1.add(up(x1, 4));
+      c2 = c2.add(up(x2, 2));
+      c3 = c3.add(x3);
+      c4 = c4.add(up(x4, 0.5));
+    }
+    return [this.norm1.forward(c1), this.norm2.forward(c2), this.norm3.forward(c3), this.norm4.forward(c4)];
+  }
+}
+
+/** [[0, d/4−1], ...] evenly split interactions for a depth divisible by 4. */
+export function defaultInteractionIndexes(depth: number): [number, number][] {
+  if (depth % 4) throw new Error(`ViTAdapter: give interaction_indexes for depth ${depth} (not divisible by 4)`);
+  const q = depth / 4;
+  return [0, 1, 2, 3].map((i) => [i * q, (i + 1) * q - 1]);
+}
+
+/** The authors' `_init_weights`: trunc-normal linears, unit norms, He-normal (fan-out) convolutions. */
+export function initWeights(m: ModuleT): void {
+  if (m instanceof Linear) {
+    truncNormal_(m.weight, 0, 0.02);
+    if (m.bias) constant_(m.bias, 0);
+  } else if (m instanceof LayerNorm || m instanceof BatchNorm2d) {
+    if (m.bias) constant_(m.bias, 0);
+    if (m.weight) constant_(m.weight, 1);
+  } else if (m instanceof Conv2d || m instanceof ConvTranspose2d) {
+    const [, , kh, kw] = m.weight.shape as [number, number, number, number];
+    const fanOut = Math.trunc((kh * kw * m.outChannels) / m.groups);
+    normal_(m.weight, 0, Math.sqrt(2 / fanOut));
+    if (m.bias) zeros_(m.bias);
+  }
+}

@@ -17,11 +17,14 @@ export const BACKBONE_PRESETS = {
   tiny: { ...common, embed_dim: 192, depth: 12, num_heads: 3, deform_num_heads: 6, drop_path_rate: 0.1, interaction_indexes: four },
   /** ViT-Adapter-S (DeiT-S): 384 wide, 12 blocks, 6 heads, 6 deformable heads. */
   small: { ...common, embed_dim: 384, depth: 12, num_heads: 6, deform_num_heads: 6, drop_path_rate: 0.2, interaction_indexes: four },
-  /** ViT-Adapter-B (DeiT-B / AugReg-B): 768 wide, 12 blocks, 12 heads, 12 deformable heads. */
-  base: { ...common, embed_dim: 768, depth: 12, num_heads: 12, deform_num_heads: 12, drop_path_rate: 0.3, interaction_indexes: four },
-  /** ViT-Adapter-L (AugReg-L / BEiT-L size): 1024 wide, 24 blocks, 16 heads, 16 deformable heads. */
+  /** ViT-Adapter-B (DeiT-B / AugReg-B): 768 wide, 12 blocks, 12 heads, 12 deformable heads, deform_ratio 0.5. */
+  base: {
+    ...common, embed_dim: 768, depth: 12, num_heads: 12, deform_num_heads: 12, drop_path_rate: 0.3, deform_ratio: 0.5,
+    interaction_indexes: four,
+  },
+  /** ViT-Adapter-L (AugReg-L size): 1024 wide, 24 blocks, 16 heads, 16 deformable heads, deform_ratio 0.5. */
   large: {
-    ...common, embed_dim: 1024, depth: 24, num_heads: 16, deform_num_heads: 16, drop_path_rate: 0.4,
+    ...common, embed_dim: 1024, depth: 24, num_heads: 16, deform_num_heads: 16, drop_path_rate: 0.4, deform_ratio: 0.5,
     interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]],
   },
 } satisfies Record<string, ViTAdapterOptions>;

@@ -1,0 +1,369 @@
+/**
+ * Image operations of mmseg/mmcv's segmentation test pipeline, on plain typed arrays
+ * (HWC, row-major, any channel count unless stated otherwise):
+ *
+ *   LoadImageFromFile → Resize(keep_ratio=True) [→ ResizeToMultiple] → RandomFlip → Normalize → ImageToTensor
+ *
+ * Resizing mirrors `cv2.resize(..., interpolation=cv2.INTER_LINEAR)` as used by `mmcv.imresize`:
+ * half-pixel centres (`src = (dst + 0.5) · in/out − 0.5`), clamp-to-edge, no antialiasing when
+ * shrinking, coordinates computed in float32 like OpenCV.
+ */
+
+/** Typed arrays the image ops accept. */
+export type PixelArray = Uint8Array | Float32Array;
+
+function channelsOf(len: number, h: number, w: number, what: string): number {
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h <= 0 || w <= 0) {
+    throw new RangeError(`${what}: invalid size ${w}x${h}`);
+  }
+  const c = len / (h * w);
+  if (!Number.isInteger(c) || c < 1) {
+    throw new RangeError(`${what}: ${len} values do not form a ${w}x${h} image with a whole number of channels`);
+  }
+  return c;
+}
+
+/** Python's `int(x + 0.5)` for the non-negative sizes mmcv rounds. */
+function pyRoundSize(x: number): number {
+  return Math.trunc(x + 0.5);
+}
+
+/**
+ * The scale factor mmcv's `rescale_size` uses for `keep_ratio=True`.
+ * For a pair, the larger entry bounds the long edge and the smaller one the short edge
+ * (order does not matter): `min(maxLong / max(h, w), maxShort / min(h, w))`.
+ * A number is used as the factor itself.
+ *
+ * @param w image width
+ * @param h image height
+ * @param scale `[long, short]` bounds (e.g. ADE20K's `(2048, 512)`) or a plain factor
+ */
+export function rescaleFactor(w: number, h: number, scale: number | readonly [number, number]): number {
+  if (typeof scale === 'number') {
+    if (!(scale > 0)) throw new RangeError(`rescale factor must be positive, got ${scale}`);
+    return scale;
+  }
+  const maxLong = Math.max(scale[0], scale[1]);
+  const maxShort = Math.min(scale[0], scale[1]);
+  return Math.min(maxLong / Math.max(h, w), maxShort / Math.min(h, w));
+}
+
+/**
+ * mmcv's `rescale_size((w, h), scale)` (keep_ratio=True): the output size after scaling by
+ * {@link rescaleFactor}, each side rounded as `int(side * factor + 0.5)`.
+ *
+ * @param w image width
+ * @param h image height
+ * @param scale `[long, short]` bounds or a plain factor
+ * @returns `[newW, newH]`
+ */
+export function rescaleSize(w: number, h: number, scale: number | readonly [number, number]): [number, number] {
+  const f = rescaleFactor(w, h, scale);
+  return [pyRoundSize(w * f), pyRoundSize(h * f)];
+}
+
+/**
+ * mmseg's `ResizeToMultiple` / mmcv's `imresize_to_multiple(scale_factor=1)`: round each side up
+ * to a multiple of `divisor`.
+ *
+ * @param w image width
+ * @param h image height
+ * @param divisor size divisor (e.g. 32), or `[divW, divH]`
+ * @returns `[newW, newH]`
+ */
+export function sizeToMultiple(w: number, h: number, divisor: number | readonly [number, number]): [number, number] {
+  const [dw, dh] = typeof divisor === 'number' ? [divisor, divisor] : divisor;
+  return [Math.ceil(w / dw) * dw, Math.ceil(h / dh) * dh];
+}
+
+/** Per-output-position source indices and float32 weights for one axis. */
+interface AxisCoeffs {
+  i0: Int32Array;
+  i1: Int32Array;
+  w0: Float32Array | Float64Array;
+  w1: Float32Array | Float64Array;
+}
+
+/**
+ * OpenCV's INTER_LINEAR coefficients. `clampFraction` reproduces the x axis, where a sample left
+ * of the first (or right of the last) pixel gets weights (1, 0); along y OpenCV keeps the
+ * fractional weights and clips the row indices instead (same value up to rounding).
+ * `float32` computes positions and weights in float32 as OpenCV does (needed for the bit-exact
+ * 8-bit path); otherwise in double.
+ */
+function linearCoeffs(src: number, dst: number, clampFraction: boolean, float32: boolean): AxisCoeffs {
+  const scale = 1 / (dst / src);
+  const i0 = new Int32Array(dst);
+  const i1 = new Int32Array(dst);
+  const w0 = float32 ? new Float32Array(dst) : new Float64Array(dst);
+  const w1 = float32 ? new Float32Array(dst) : new Float64Array(dst);
+  const fr = float32 ? Math.fround : (x: number) => x;
+  for (let d = 0; d < dst; d++) {
+    let f = fr((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = fr(f - s);
+    if (clampFraction) {
+      if (s < 0) {
+        f = 0;
+        s = 0;
+      }
+      if (s >= src - 1) {
+        f = 0;
+        s = src - 1;
+      }
+    }
+    const a = s < 0 ? 0 : s > src - 1 ? src - 1 : s;
+    const b = s + 1 < 0 ? 0 : s + 1 > src - 1 ? src - 1 : s + 1;
+    i0[d] = a;
+    i1[d] = b;
+    w0[d] = fr(1 - f);
+    w1[d] = f;
+  }
+  return { i0, i1, w0, w1 };
+}
+
+/**
+ * Bilinear resize of an HWC image, as `cv2.resize(img, (newW, newH), interpolation=cv2.INTER_LINEAR)`
+ * (half-pixel centres, clamp-to-edge, no antialiasing when shrinking), keeping the array type:
+ *
+ * - Uint8Array: bit-exact with OpenCV's 8-bit fixed-point arithmetic
+ *   (delegates to {@link resizeBilinearHWCFixedPoint}; checked against opencv-python 4.14).
+ * - Float32Array: {@link resizeBilinearHWCFloat} (exact bilinear values rounded once to float32;
+ *   OpenCV's float path agrees to within a couple of float32 ulps).
+ *
+ * @param img H*W*C pixels (C inferred from the length)
+ * @param h source height
+ * @param w source width
+ * @param newH output height
+ * @param newW output width
+ * @returns a new array of the same type, newH*newW*C
+ */
+export function resizeBilinearHWC(img: Uint8Array, h: number, w: number, newH: number, newW: number): Uint8Array;
+export function resizeBilinearHWC(img: Float32Array, h: number, w: number, newH: number, newW: number): Float32Array;
+export function resizeBilinearHWC(img: PixelArray, h: number, w: number, newH: number, newW: number): PixelArray;
+export function resizeBilinearHWC(img: PixelArray, h: number, w: number, newH: number, newW: number): PixelArray {
+  return img instanceof Uint8Array ? resizeBilinearHWCFixedPoint(img, h, w, newH, newW) : resizeBilinearHWCFloat(img, h, w, newH, newW);
+}
+
+/**
+ * The floating-point version of OpenCV's `INTER_LINEAR` resize: the same sampling positions
+ * (`src = (dst + 0.5) · in/out − 0.5`, x clamped with weights (1, 0) outside the image, y rows
+ * clipped to the edge), computed in double precision and rounded once to float32. No rounding
+ * to integers, so for 8-bit input it returns the ideal bilinear value; OpenCV's 8-bit path uses
+ * 11-bit fixed-point weights and truncating shifts instead, so rounding the result of this
+ * function differs from `cv2.resize` by ±1 on a fraction of pixels (around 10% for random
+ * images; e.g. an exact x.5 comes out as x in OpenCV). For float32 input, OpenCV (IPP-dispatched
+ * in the official wheels) agrees with this to within about 2 float32 ulps.
+ *
+ * @param img H*W*C pixels (bytes or floats; C inferred)
+ * @param h source height
+ * @param w source width
+ * @param newH output height
+ * @param newW output width
+ * @returns Float32Array of newH*newW*C
+ */
+export function resizeBilinearHWCFloat(img: PixelArray, h: number, w: number, newH: number, newW: number): Float32Array {
+  const c = channelsOf(img.length, h, w, 'resizeBilinearHWCFloat');
+  channelsOf(newH * newW, newH, newW, 'resizeBilinearHWCFloat (output)');
+  const out = new Float32Array(newH * newW * c);
+  if (newH === h && newW === w) {
+    out.set(img);
+    return out;
+  }
+  const xs = linearCoeffs(w, newW, true, false);
+  const ys = linearCoeffs(h, newH, false, false);
+  const rowLen = newW * c;
+  // Horizontally resized source rows; consecutive output rows usually share them.
+  const cache = new Map<number, Float64Array>();
+  const hrow = (sy: number): Float64Array => {
+    let dst = cache.get(sy);
+    if (dst !== undefined) return dst;
+    dst = new Float64Array(rowLen);
+    const base = sy * w * c;
+    for (let dx = 0; dx < newW; dx++) {
+      const o0 = base + xs.i0[dx]! * c;
+      const o1 = base + xs.i1[dx]! * c;
+      const a0 = xs.w0[dx]!;
+      const a1 = xs.w1[dx]!;
+      for (let k = 0; k < c; k++) dst[dx * c + k] = a1 === 0 ? img[o0 + k]! : img[o0 + k]! * a0 + img[o1 + k]! * a1;
+    }
+    if (cache.size >= 2) cache.delete(cache.keys().next().value as number);
+    cache.set(sy, dst);
+    return dst;
+  };
+  for (let dy = 0; dy < newH; dy++) {
+    const r0 = hrow(ys.i0[dy]!);
+    const r1 = hrow(ys.i1[dy]!);
+    const b0 = ys.w0[dy]!;
+    const b1 = ys.w1[dy]!;
+    const o = dy * rowLen;
+    for (let i = 0; i < rowLen; i++) out[o + i] = b1 === 0 ? r0[i]! : r0[i]! * b0 + r1[i]! * b1;
+  }
+  return out;
+}
+
+/**
+ * Bit-exact emulation of OpenCV's 8-bit `INTER_LINEAR` resize (generic, non-IPP code path):
+ * 11-bit fixed-point weights (`saturate_cast<short>(w · 2048)`), integer horizontal pass,
+ * vertical pass `((b0·(S0>>4))>>16 + (b1·(S1>>4))>>16 + 2) >> 2`, and OpenCV's switch to the
+ * 2×2 box-average (`INTER_AREA` fast path, `(a+b+c+d+2)>>2`) for an exact 2× shrink.
+ *
+ * @param img H*W*C bytes
+ * @param h source height
+ * @param w source width
+ * @param newH output height
+ * @param newW output width
+ * @returns newH*newW*C bytes
+ */
+export function resizeBilinearHWCFixedPoint(img: Uint8Array, h: number, w: number, newH: number, newW: number): Uint8Array {
+  const c = channelsOf(img.length, h, w, 'resizeBilinearHWCFixedPoint');
+  channelsOf(newH * newW, newH, newW, 'resizeBilinearHWCFixedPoint (output)');
+  const out = new Uint8Array(newH * newW * c);
+  if (newH === h && newW === w) {
+    out.set(img);
+    return out;
+  }
+  const scaleX = 1 / (newW / w);
+  const scaleY = 1 / (newH / h);
+  if (scaleX === 2 && scaleY === 2) {
+    const stride = w * c;
+    for (let dy = 0; dy < newH; dy++) {
+      for (let dx = 0; dx < newW; dx++) {
+        const s = 2 * dy * stride + 2 * dx * c;
+        for (let k = 0; k < c; k++) {
+          const sum = img[s + k]! + img[s + c + k]! + img[s + stride + k]! + img[s + stride + c + k]!;
+          out[(dy * newW + dx) * c + k] = (sum + 2) >> 2;
+        }
+      }
+    }
+    return out;
+  }
+  const xs = linearCoeffs(w, newW, true, true);
+  const ys = linearCoeffs(h, newH, false, true);
+  const fix = (v: number): number => {
+    // cvRound of a float32 weight times 2048 (exact in double), ties to even.
+    const x = v * 2048;
+    const r = Math.round(x);
+    return r - x === 0.5 && (r & 1) === 1 ? r - 1 : r;
+  };
+  const ia0 = Int32Array.from(xs.w0, fix);
+  const ia1 = Int32Array.from(xs.w1, fix);
+  const ib0 = Int32Array.from(ys.w0, fix);
+  const ib1 = Int32Array.from(ys.w1, fix);
+  const rowLen = newW * c;
+  const cache = new Map<number, Int32Array>();
+  const hrow = (sy: number): Int32Array => {
+    let r = cache.get(sy);
+    if (r !== undefined) return r;
+    r = new Int32Array(rowLen);
+    const base = sy * w * c;
+    for (let dx = 0; dx < newW; dx++) {
+      const o0 = base + xs.i0[dx]! * c;
+      const o1 = base + xs.i1[dx]! * c;
+      const a0 = ia0[dx]!;
+      const a1 = ia1[dx]!;
+      for (let k = 0; k < c; k++) r[dx * c + k] = img[o0 + k]! * a0 + img[o1 + k]! * a1;
+    }
+    if (cache.size >= 2) cache.delete(cache.keys().next().value as number);
+    cache.set(sy, r);
+    return r;
+  };
+  for (let dy = 0; dy < newH; dy++) {
+    const r0 = hrow(ys.i0[dy]!);
+    const r1 = hrow(ys.i1[dy]!);
+    const b0 = ib0[dy]!;
+    const b1 = ib1[dy]!;
+    const o = dy * rowLen;
+    for (let i = 0; i < rowLen; i++) {
+      const v = (((b0 * (r0[i]! >> 4)) >> 16) + ((b1 * (r1[i]! >> 4)) >> 16) + 2) >> 2;
+      out[o + i] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return out;
+}
+
+/**
+ * mmcv's `imnormalize` followed by `ImageToTensor`'s HWC→CHW transpose, for 3-channel RGB input
+ * (as returned by `readImage`). `toRgb` has the meaning of mmseg's `img_norm_cfg.to_rgb`: mmcv
+ * loads BGR and `to_rgb=True` turns it into RGB, so here `toRgb=true` keeps our RGB order and
+ * `toRgb=false` produces BGR planes. `mean` and `std` are given in the *output* channel order, as
+ * in mmseg configs. Arithmetic reproduces mmcv's `cv2.subtract` / `cv2.multiply` on float32
+ * images bit for bit (checked against opencv-python 4.14): `out = f32(f32(x − f32(mean)) · (1 / std))`,
+ * the reciprocal taken in double.
+ *
+ * @param img H*W*3 RGB pixels (bytes or floats)
+ * @param h height
+ * @param w width
+ * @param mean per-channel mean, output order (e.g. [123.675, 116.28, 103.53])
+ * @param std per-channel std, output order (e.g. [58.395, 57.12, 57.375])
+ * @param toRgb mmseg's `to_rgb` flag (true for the usual ImageNet configs)
+ * @returns Float32Array of shape 3×H×W
+ */
+export function normalizeToCHW(
+  img: PixelArray,
+  h: number,
+  w: number,
+  mean: readonly number[],
+  std: readonly number[],
+  toRgb: boolean,
+): Float32Array {
+  const c = channelsOf(img.length, h, w, 'normalizeToCHW');
+  if (c !== 3) throw new RangeError(`normalizeToCHW: expected 3 channels, got ${c}`);
+  if (mean.length !== 3 || std.length !== 3) throw new RangeError('normalizeToCHW: mean and std need 3 entries');
+  const plane = h * w;
+  const out = new Float32Array(3 * plane);
+  for (let oc = 0; oc < 3; oc++) {
+    const ic = toRgb ? oc : 2 - oc;
+    const m = Math.fround(mean[oc]!);
+    const s = std[oc]!;
+    if (!(s !== 0)) throw new RangeError(`normalizeToCHW: std[${oc}] must be non-zero`);
+    const inv = 1 / s; // OpenCV multiplies the float32 difference by the double scalar, then rounds.
+    const base = oc * plane;
+    for (let p = 0; p < plane; p++) {
+      out[base + p] = Math.fround(Math.fround(img[p * 3 + ic]! - m) * inv);
+    }
+  }
+  return out;
+}
+
+/**
+ * Mirror an HWC image left–right (mmcv `imflip(direction='horizontal')`).
+ *
+ * @param img H*W*C pixels (C inferred)
+ * @param h height
+ * @param w width
+ * @returns a new array of the same type
+ */
+export function flipHorizontalHWC<T extends PixelArray>(img: T, h: number, w: number): T {
+  const c = channelsOf(img.length, h, w, 'flipHorizontalHWC');
+  const out = (img instanceof Float32Array ? new Float32Array(img.length) : new Uint8Array(img.length)) as T;
+  for (let y = 0; y < h; y++) {
+    const row = y * w * c;
+    for (let x = 0; x < w; x++) {
+      const src = row + x * c;
+      const dst = row + (w - 1 - x) * c;
+      for (let k = 0; k < c; k++) out[dst + k] = img[src + k]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * mmcv's `imrescale(img, scale)` with bilinear interpolation (mmseg's `Resize(keep_ratio=True)`):
+ * {@link rescaleSize} then {@link resizeBilinearHWC}.
+ *
+ * @param img H*W*C pixels
+ * @param h height
+ * @param w width
+ * @param scale `[long, short]` bounds or a plain factor
+ */
+export function rescaleImageHWC<T extends PixelArray>(
+  img: T,
+  h: number,
+  w: number,
+  scale: number | readonly [number, number],
+): { data: T; height: number; width: number; scaleFactor: number } {
+  const [nw, nh] = rescaleSize(w, h, scale);
+  const data = resizeBilinearHWC(img, h, w, nh, nw) as T;
+  return { data, height: nh, width: nw, scaleFactor: rescaleFactor(w, h, scale) };
+}

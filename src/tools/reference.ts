@@ -1,0 +1,107 @@
+/**
+ * Parity checks against reference fixtures (the format of ../shared/fixtures): ViT-Adapter backbones
+ * (`DIR/NAME` with NAME.json, NAME.weights.safetensors, NAME.io.safetensors) and deformable-attention cores
+ * (`msda_*.safetensors`).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { type DType, type Tensor, noGrad, scope } from '../engine/index.js';
+import { ViTAdapter, type ViTAdapterOptions, msDeformAttnCore } from '../models/adapter/index.js';
+import { loadWeights, readStateDict } from '../nn/index.js';
+import { maxRelativeError } from './compare.js';
+import { buildHeadFixture } from './reference-heads.js';
+
+/** One compared tensor. */
+export interface ParityRow { name: string; maxRelErr: number; ok: boolean }
+
+/** The tolerance of the fixtures' README for float32 implementations. */
+export const PARITY_TOLERANCE = 1e-4;
+
+/** Options of {@link checkReference}. */
+export interface CheckReferenceOptions { device?: string; dtype?: DType; tolerance?: number }
+
+function row(name: string, got: Tensor, ref: Tensor, tol: number): ParityRow {
+  const e = maxRelativeError(got, ref);
+  return { name, maxRelErr: e, ok: e < tol && Number.isFinite(e) };
+}
+
+/** Deformable-attention core fixture: forward and the three gradients. */
+export function checkMsdaFixture(path: string, o: CheckReferenceOptions = {}): ParityRow[] {
+  const tol = o.tolerance ?? PARITY_TOLERANCE;
+  const device = o.device ?? 'cpu';
+  const dtype = o.dtype ?? 'float32';
+  return scope(() => {
+    const f = readStateDict(path);
+    const get = (k: string): Tensor => {
+      const t = f.get(k);
+      if (!t) throw new Error(`${path}: no tensor ${JSON.stringify(k)} (is this an msda fixture?)`);
+      return t;
+    };
+    const shapesT = get('spatial_shapes').toTypedArray();
+    const shapes: [number, number][] = [];
+    for (let i = 0; i < shapesT.length; i += 2) shapes.push([shapesT[i]!, shapesT[i + 1]!]);
+    const starts = Array.from(get('level_start_index').toTypedArray());
+    const leaf = (k: string): Tensor => get(k).to({ dtype, device }).detach().requiresGrad_(true);
+    const value = leaf('value');
+    const loc = leaf('sampling_locations');
+    const attn = leaf('attention_weights');
+    const out = msDeformAttnCore(value, shapes, starts, loc, attn);
+    out.mul(get('grad_output').to({ dtype, device })).sum().backward();
+    const rows = [row('output', out, get('output'), tol)];
+    for (const [n, t] of [['grad_value', value], ['grad_sampling_locations', loc], ['grad_attention_weights', attn]] as const) {
+      const g = t.grad;
+      if (!g) throw new Error(`no gradient for ${n}`);
+      rows.push(row(n, g, get(n), tol));
+    }
+    f.forEach((t) => t.dispose());
+    return rows;
+  });
+}
+
+/** Backbone fixture `DIR/NAME`: outputs f1..f4 and every intermediate in NAME.io.safetensors. */
+export function checkBackboneFixture(prefix: string, o: CheckReferenceOptions = {}): ParityRow[] {
+  const tol = o.tolerance ?? PARITY_TOLERANCE;
+  const device = o.device ?? 'cpu';
+  const cfg = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { kwargs: ViTAdapterOptions; variant?: 'segmentation' | 'detection' };
+  const model = new ViTAdapter({ ...cfg.kwargs, variant: cfg.variant ?? 'segmentation' });
+  loadWeights(model, `${prefix}.weights.safetensors`, { strict: true });
+  model.eval();
+  if (device !== 'cpu') model.to(device);
+  try {
+    return scope(() => {
+      const io = readStateDict(`${prefix}.io.safetensors`);
+      const input = io.get('input');
+      if (!input) throw new Error(`${prefix}.io.safetensors has no "input"`);
+      const got = new Map<string, Tensor>();
+      const outs = noGrad(() => model.forward(input.to(device), (n, t) => got.set(n, t)));
+      outs.forEach((t, i) => got.set(`f${i + 1}`, t));
+      const rows: ParityRow[] = [];
+      for (const [name, ref] of io) {
+        if (name === 'input') continue;
+        const g = got.get(name);
+        rows.push(g ? row(name, g, ref, tol) : { name, maxRelErr: Number.NaN, ok: false });
+      }
+      io.forEach((t) => t.dispose());
+      return rows;
+    });
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * Checks any supported fixture: an `msda_*.safetensors` file, a backbone prefix, or a head prefix (JSON with
+ * `decode_head` / `auxiliary_head`).
+ */
+export function checkReference(target: string, o: CheckReferenceOptions = {}): ParityRow[] {
+  if (target.endsWith('.safetensors') && existsSync(target)) {
+    if (!basename(target).startsWith('msda')) throw new Error(`${target}: expected an msda_*.safetensors file or a DIR/NAME prefix`);
+    return checkMsdaFixture(target, o);
+  }
+  const json = `${target}.json`;
+  if (!existsSync(json)) throw new Error(`check-reference: ${json} not found (give DIR/NAME of a fixture, or an msda_*.safetensors file)`);
+  const cfg = JSON.parse(readFileSync(json, 'utf8')) as Record<string, unknown>;
+  if ('kwargs' in cfg) return checkBackboneFixture(target, o);
+  if ('decode_head' in cfg || 'auxiliary_head' in cfg) return buildHeadFixture(target, cfg, o);
+  throw new Error(`check-reference: ${json} is neither a backbone fixture (kwargs) nor a head fixture (decode_head/auxiliary_head)`);
+}

@@ -24,6 +24,8 @@ function fromPython() {
       const dir = execFileSync(py, ['-c', 'import torch, os; print(os.path.dirname(torch.__file__))'], {
         encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 60000,
       }).trim();
+      // Debian's python3-torch wraps the same system libtorch as libtorch-dev: use the Debian path for it.
+      if (dir.startsWith('/usr/lib/python3/')) continue;
       const found = dir && fromFolder(dir, `python torch (${py}): ${dir}`);
       if (found) return found;
     } catch { /* no torch for this interpreter */ }

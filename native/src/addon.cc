@@ -22,8 +22,11 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/version.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cstring>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -606,6 +609,113 @@ Napi::Value SameData(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), a.has_storage() && b.has_storage() && a.data_ptr() == b.data_ptr());
 }
 
+// ---- gradient checkpointing ---------------------------------------------------------------------------------
+//
+// checkpoint(fn, inputs[]) runs fn(inputs) without recording the graph, and records one autograd node that, in
+// backward, re-runs fn with gradients on and back-propagates through the recomputed graph (PyTorch's reentrant
+// checkpoint). The CPU random-number state is restored for the re-run so dropout / drop path masks match.
+// The re-run calls JavaScript, which is only possible on the thread that runs JavaScript: libtorch runs CPU
+// backward on the calling thread; CUDA graphs run on device threads and are refused with a clear error.
+
+struct JsFunctionHolder : torch::CustomClassHolder {
+  Napi::Env env;
+  Napi::FunctionReference fn;
+  std::thread::id thread;
+  JsFunctionHolder(Napi::Env e, Napi::Function f) : env(e), fn(Napi::Persistent(f)), thread(std::this_thread::get_id()) {}
+  ~JsFunctionHolder() override {
+    // A reference must not be released off the JavaScript thread: leak it instead (only on that rare path).
+    if (std::this_thread::get_id() != thread) fn.SuppressDestruct();
+  }
+  std::vector<at::Tensor> Call(const std::vector<at::Tensor>& inputs, const char* phase) {
+    TORCH_CHECK(std::this_thread::get_id() == thread, "the ", phase,
+                " pass ran off the JavaScript thread (CUDA backward); gradient checkpointing supports CPU tensors only");
+    Napi::HandleScope scope(env);
+    auto arr = Napi::Array::New(env, inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) arr.Set(static_cast<uint32_t>(i), Wrap(env, inputs[i]));
+    Napi::Value r;
+    try {
+      r = fn.Call({arr});
+    } catch (const Napi::Error& e) {
+      TORCH_CHECK(false, "the function threw during ", phase, ": ", e.Message());
+    }
+    TORCH_CHECK(r.IsArray(), "the function must return an array of tensors");
+    auto out = r.As<Napi::Array>();
+    std::vector<at::Tensor> res;
+    for (uint32_t i = 0; i < out.Length(); ++i) {
+      Napi::Value v = out.Get(i);
+      TORCH_CHECK(v.IsExternal() && v.As<Napi::External<Holder>>().CheckTypeTag(&kTensorTag),
+                  "the function must return tensors only (entry ", i, ")");
+      res.push_back(v.As<Napi::External<Holder>>().Data()->t);
+    }
+    return res;
+  }
+};
+
+struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs,
+                                                c10::intrusive_ptr<JsFunctionHolder> holder) {
+    at::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+    std::vector<at::Tensor> detached;
+    for (const auto& t : inputs) detached.push_back(t.detach());
+    auto outs = holder->Call(detached, "forward");
+    ctx->save_for_backward(inputs.vec());
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(holder);
+    ctx->saved_data["rng"] = rng;
+    c10::List<bool> needs;
+    for (const auto& t : inputs) needs.push_back(t.requires_grad());
+    ctx->saved_data["needs"] = needs;
+    return outs;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto holder = c10::static_intrusive_pointer_cast<JsFunctionHolder>(ctx->saved_data["fn"].toCapsule());
+    auto saved = ctx->get_saved_variables();
+    auto needs = ctx->saved_data["needs"].toBoolList();
+    std::vector<at::Tensor> leaves;
+    for (size_t i = 0; i < saved.size(); ++i) {
+      at::Tensor d = saved[i].detach();
+      if (needs.get(i)) d.set_requires_grad(true);
+      leaves.push_back(d);
+    }
+    auto& gen = const_cast<at::Generator&>(at::detail::getDefaultCPUGenerator());
+    at::Tensor now = gen.get_state();
+    gen.set_state(ctx->saved_data["rng"].toTensor());
+    std::vector<at::Tensor> outs;
+    {
+      at::AutoGradMode on(true);
+      outs = holder->Call(leaves, "backward re-run");
+    }
+    gen.set_state(now);
+    TORCH_CHECK(outs.size() == grads.size(), "the re-run returned ", outs.size(), " tensors, the first run ",
+                grads.size());
+    std::vector<at::Tensor> o;
+    std::vector<at::Tensor> g;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].requires_grad() && grads[i].defined()) {
+        o.push_back(outs[i]);
+        g.push_back(grads[i]);
+      }
+    }
+    // backward (not grad): parameters used inside fn accumulate their gradients as in the plain graph.
+    if (!o.empty()) torch::autograd::backward(o, g);
+    torch::autograd::variable_list result;
+    for (size_t i = 0; i < saved.size(); ++i) result.push_back(needs.get(i) ? leaves[i].grad() : at::Tensor());
+    result.emplace_back();  // for the holder argument
+    return result;
+  }
+};
+
+Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "checkpoint: expected a function");
+  auto inputs = TensorList(env, info[1], "checkpoint", false);
+  auto holder = c10::make_intrusive<JsFunctionHolder>(env, info[0].As<Napi::Function>());
+  auto outs = Guard(env, "checkpoint", [&]() { return CheckpointFunction::apply(at::TensorList(inputs), holder); });
+  auto a = Napi::Array::New(env, outs.size());
+  for (size_t i = 0; i < outs.size(); ++i) a.Set(static_cast<uint32_t>(i), Wrap(env, outs[i]));
+  return a;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("findOp", Napi::Function::New(env, FindOp));
   exports.Set("opSchema", Napi::Function::New(env, OpSchema));
@@ -634,6 +744,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("sameData", Napi::Function::New(env, SameData));
+  exports.Set("checkpoint", Napi::Function::New(env, Checkpoint));
   return exports;
 }
 

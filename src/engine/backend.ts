@@ -57,5 +57,10 @@ export interface Backend {
   cudaDeviceCount(): number;
   cudaSynchronize(device?: number): void;
   sameData(a: Handle, b: Handle): boolean;
+  /**
+   * Runs `fn(inputs)` without recording, and records one node that re-runs `fn` with gradients in backward
+   * (gradient checkpointing; CPU only).
+   */
+  checkpoint(fn: (inputs: Handle[]) => Handle[], inputs: Handle[]): Handle[];
   info(): BackendInfo;
 }

@@ -137,6 +137,25 @@ export function isGradEnabled(): boolean {
   return backend().isGradEnabled();
 }
 
+/**
+ * Gradient checkpointing (the authors' `with_cp`): runs `fn` without keeping its intermediates and re-runs it during
+ * backward to get gradients, trading compute for memory. Gradients flow to `inputs` and to every parameter `fn`
+ * uses, provided some input requires grad (as PyTorch's reentrant checkpoint). The CPU random state is replayed,
+ * so dropout and drop path masks match. CPU tensors only: on CUDA the backward pass raises an error.
+ * Without grad mode, or when no input requires grad, it simply calls `fn`.
+ */
+export function checkpoint(fn: (...inputs: Tensor[]) => Tensor[], inputs: Tensor[]): Tensor[] {
+  if (!isGradEnabled() || !inputs.some((t) => t.requiresGrad)) return fn(...inputs);
+  const handles = backend().checkpoint((hs) => {
+    // Results of fn are handed to libtorch; their JS wrappers are released right away.
+    const outs = scope(() => fn(...hs.map((h) => new Tensor(h))));
+    const out = outs.map((t) => t.handle);
+    for (const t of outs) t.kept = false;
+    return out;
+  }, inputs.map((t) => t.handle));
+  return handles.map((h) => new Tensor(h));
+}
+
 // ---- helpers ------------------------------------------------------------------------------------------------
 
 /** Options for tensor creation. */

@@ -4,7 +4,7 @@
  * optional layer scale and window attention. Module names equal the authors' state-dict keys.
  */
 import {
-  type Tensor, dropout, gelu, interpolate, linspace, ones, pad, scaledDotProductAttention, softmax, zeros,
+  type Tensor, checkpoint, dropout, gelu, interpolate, linspace, ones, pad, scaledDotProductAttention, softmax, zeros,
 } from '../engine/index.js';
 import {
   Conv2d, DropPath, Dropout, Identity, LayerNorm, Linear, Module, ModuleList, type UnaryModule,
@@ -29,7 +29,7 @@ export interface ViTOptions {
   window_attn?: boolean | boolean[];
   /** Window size for every block or per block. */
   window_size?: number | number[];
-  /** Accepted for config compatibility: gradient checkpointing of blocks. */
+  /** Gradient checkpointing of blocks (and of the adapter's injectors/extractors) in training: less memory, more compute. */
   with_cp?: boolean;
   /** LayerNorm epsilon (the authors use 1e-6). */
   norm_eps?: number;
@@ -145,6 +145,8 @@ export interface BlockOptions {
   windowSize: number;
   layerScale: boolean;
   normEps: number;
+  /** Gradient checkpointing in training (the authors' `with_cp`). */
+  withCp?: boolean;
 }
 
 /** Pre-norm transformer block. Keys: `norm1`, `attn`, `norm2`, `mlp`, and `gamma1`/`gamma2` with layer scale. */
@@ -156,8 +158,10 @@ export class Block extends Module {
   readonly dropPath: DropPath | Identity;
   gamma1: Tensor | null = null;
   gamma2: Tensor | null = null;
+  readonly withCp: boolean;
   constructor(o: BlockOptions) {
     super();
+    this.withCp = o.withCp ?? false;
     this.norm1 = this.registerModule('norm1', new LayerNorm(o.dim, o.normEps));
     this.attn = this.registerModule('attn', o.windowed
       ? new WindowedAttention(o.dim, o.numHeads, o.qkvBias, o.windowSize, o.attnDrop, o.drop)
@@ -171,6 +175,10 @@ export class Block extends Module {
     }
   }
   forward(x: Tensor, H: number, W: number): Tensor {
+    if (this.withCp && this.training) return checkpoint((t) => [this.inner(t, H, W)], [x])[0]!;
+    return this.inner(x, H, W);
+  }
+  private inner(x: Tensor, H: number, W: number): Tensor {
     this.dropPath.training = this.training;
     let a = this.attn.forward(this.norm1.forward(x), H, W);
     if (this.gamma1) a = a.mul(this.gamma1);
@@ -246,7 +254,7 @@ export class VisionTransformer extends Module {
       this.blocks.push(new Block({
         dim: o.embed_dim, numHeads: o.num_heads, mlpRatio: o.mlp_ratio, qkvBias: o.qkv_bias, drop: o.drop_rate,
         attnDrop: o.attn_drop_rate, dropPath: dpr[i]!, windowed: o.window_attn[i]!, windowSize: o.window_size[i]!,
-        layerScale: o.layer_scale, normEps: o.norm_eps,
+        layerScale: o.layer_scale, normEps: o.norm_eps, withCp: o.with_cp,
       }));
     }
     truncNormal_(this.pos_embed, 0, 0.02);

@@ -144,3 +144,35 @@ test('reference points and level starts of the deform inputs follow the authors 
     assert.deepEqual(first.map((v) => Math.round(v * 1e6) / 1e6), [0.083333, 0.125, 0.25, 0.125]);
   });
 });
+
+test('with_cp (gradient checkpointing): same outputs and gradients as without, drop path replayed', () => {
+  const cfg = {
+    embed_dim: 32, depth: 4, num_heads: 2, conv_inplane: 8, deform_num_heads: 2, drop_path_rate: 0.3, init_values: 0.5,
+    interaction_indexes: [[0, 0], [1, 1], [2, 2], [3, 3]] as [number, number][],
+  };
+  manualSeed(3);
+  const plain = new ViTAdapter(cfg).train();
+  const cp = new ViTAdapter({ ...cfg, with_cp: true }).train();
+  cp.loadStateDict(plain.stateDict());
+  const run = (m: ViTAdapter): number[] => scope(() => {
+    manualSeed(11);
+    const x = randn([1, 3, 64, 64]);
+    manualSeed(12);
+    const loss = m.forward(x).map((t) => t.pow(2).mean()).reduce((a, b) => a.add(b));
+    loss.backward();
+    return [loss.item()];
+  });
+  const [la] = run(plain);
+  const [lb] = run(cp);
+  assert.ok(Math.abs(la! - lb!) < 1e-6 * Math.abs(la!), `loss ${la} vs ${lb}`);
+  const gb = new Map(cp.namedParameters());
+  for (const [n, p] of plain.namedParameters()) {
+    const g1 = p.grad;
+    const g2 = gb.get(n)!.grad;
+    assert.ok(g1 && g2, `${n}: missing gradient`);
+    const err = g1.sub(g2).abs().max().item() / Math.max(1e-12, g1.abs().max().item());
+    assert.ok(err < 1e-4, `${n}: gradient differs by ${err}`);
+  }
+  plain.dispose();
+  cp.dispose();
+});

@@ -3,7 +3,7 @@
  * deformable attention, followed by a convolutional FFN (ConvFFN: `fc1`, depth-wise 3×3 `dwconv.dwconv` applied per
  * pyramid level, GELU, `fc2`). Keys: `query_norm`, `feat_norm`, `attn`, `ffn`, `ffn_norm`.
  */
-import { type Tensor, cat, dropout, gelu } from '../../engine/index.js';
+import { type Tensor, cat, checkpoint, dropout, gelu } from '../../engine/index.js';
 import { Conv2d, DropPath, Identity, LayerNorm, Linear, Module } from '../../nn/index.js';
 import { MSDeformAttn, type SpatialShapes } from './deformable-attention.js';
 
@@ -58,6 +58,7 @@ export interface ExtractorOptions {
   drop: number;
   dropPath: number;
   normEps: number;
+  withCp?: boolean;
 }
 
 /** The extractor. */
@@ -68,8 +69,10 @@ export class Extractor extends Module {
   readonly ffn: ConvFFN | null = null;
   readonly ffn_norm: LayerNorm | null = null;
   readonly dropPath: DropPath | Identity;
+  readonly withCp: boolean;
   constructor(o: ExtractorOptions) {
     super();
+    this.withCp = o.withCp ?? false;
     this.query_norm = this.registerModule('query_norm', new LayerNorm(o.dim, o.normEps));
     this.feat_norm = this.registerModule('feat_norm', new LayerNorm(o.dim, o.normEps));
     this.attn = this.registerModule('attn', new MSDeformAttn(o.dim, o.nLevels, o.numHeads, o.nPoints, o.deformRatio));
@@ -81,6 +84,12 @@ export class Extractor extends Module {
   }
   /** query: adapter tokens B×21n×D; feat: ViT tokens B×HW×D (one level). */
   forward(query: Tensor, ref: Tensor, feat: Tensor, shapes: SpatialShapes, levelStart: readonly number[], H: number, W: number): Tensor {
+    if (this.withCp && this.training) {
+      return checkpoint((q, f) => [this.inner(q!, ref, f!, shapes, levelStart, H, W)], [query, feat])[0]!;
+    }
+    return this.inner(query, ref, feat, shapes, levelStart, H, W);
+  }
+  private inner(query: Tensor, ref: Tensor, feat: Tensor, shapes: SpatialShapes, levelStart: readonly number[], H: number, W: number): Tensor {
     const a = this.attn.forward(this.query_norm.forward(query), ref, this.feat_norm.forward(feat), shapes, levelStart);
     let q = query.add(a);
     if (this.ffn && this.ffn_norm) {

@@ -52,6 +52,7 @@ export interface InteractionOptions {
   deformRatio: number;
   extraExtractor: boolean;
   normEps: number;
+  withCp?: boolean;
 }
 
 /** One injector → ViT blocks → extractor(s) step. */
@@ -61,7 +62,9 @@ export class InteractionBlock extends Module {
   readonly extra_extractors: ModuleList<Extractor> | null = null;
   constructor(o: InteractionOptions) {
     super();
-    const common = { dim: o.dim, numHeads: o.numHeads, nPoints: o.nPoints, deformRatio: o.deformRatio, normEps: o.normEps };
+    const common = {
+      dim: o.dim, numHeads: o.numHeads, nPoints: o.nPoints, deformRatio: o.deformRatio, normEps: o.normEps, withCp: o.withCp ?? false,
+    };
     this.injector = this.registerModule('injector', new Injector({ ...common, nLevels: 3, initValues: o.initValues }));
     const ext = { ...common, nLevels: 1, withCffn: o.withCffn, cffnRatio: o.cffnRatio, drop: 0, dropPath: o.dropPath };
     this.extractor = this.registerModule('extractor', new Extractor(ext));

@@ -91,6 +91,7 @@ export class ViTAdapter extends VisionTransformer {
       dim: D, numHeads: options.deform_num_heads ?? 6, nPoints: options.n_points ?? 4, initValues: options.init_values ?? 0,
       dropPath: this.opts.drop_path_rate, withCffn: options.with_cffn ?? true, cffnRatio: options.cffn_ratio ?? 0.25,
       deformRatio: options.deform_ratio ?? 1.0, extraExtractor: useExtra && i === idx.length - 1, normEps: this.opts.norm_eps,
+      withCp: this.opts.with_cp,
     })));
     this.up = this.registerModule('up', new ConvTranspose2d(D, D, 2, { stride: 2 }));
     this.norm1 = this.registerModule('norm1', new BatchNorm2d(D));

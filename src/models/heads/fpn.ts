@@ -1,0 +1,234 @@
+/**
+ * Semantic FPN (Kirillov et al. 2019) as mmseg builds it: the `FPN` neck and the `FPNHead` decode head.
+ *
+ * ViT-Adapter's Semantic FPN setting is
+ *   neck        = FPN(in_channels=[D]*4, out_channels=256, num_outs=4)
+ *   decode_head = FPNHead(in_channels=[256]*4, in_index=[0,1,2,3], feature_strides=[4,8,16,32], channels=128,
+ *                         dropout_ratio=0.1, num_classes=150, norm_cfg=SyncBN, align_corners=False)
+ *
+ * Keys (written from mmseg's module structure; NO reference fixture covers them, so they are unverified against a
+ * released checkpoint):
+ * - neck: `lateral_convs.{i}.conv.{weight,bias}` (1×1), then `fpn_convs.{i}.conv.{weight,bias}` (3×3, and the extra
+ *   stride-2 convs when `add_extra_convs`). mmseg's FPN defaults to `norm_cfg=None, act_cfg=None`, so these
+ *   ConvModules carry a conv bias and have neither norm nor activation; with a norm_cfg they have `bn.*` and no bias.
+ * - head (after `conv_seg`): `scale_heads.{i}.{j}.conv.weight` + `.bn.*`. Each scale head is an `nn.Sequential` of
+ *   [ConvModule, Upsample×2] pairs; the Upsample layers hold no state but take Sequential indices, so the ConvModules
+ *   sit at even indices: stride 4 → `0`; stride 8 → `0`; stride 16 → `0`, `2`; stride 32 → `0`, `2`, `4`.
+ *
+ * Uncertain: mmseg's FPN top-down pass uses `upsample_cfg=dict(mode='nearest')` resized to the lower level's size
+ * (implemented; a `scale_factor` upsample_cfg is also supported); the neck's Xavier `init_cfg` is overridden by
+ * mmcv's ConvModule init in mmcv 1.x (we use the ConvModule init: Kaiming-normal fan_out, zero bias).
+ */
+import { type Tensor, interpolate, maxPool2d, relu } from '../../engine/index.js';
+import { Module, ModuleList, Sequential, type UnaryModule } from '../../nn/index.js';
+import { type ActCfg, type ConvCfg, type NormCfg, ConvModule, checkKeys, parseActCfg, parseConvCfg, parseNormCfg } from './conv-module.js';
+import { type Capture, type DecodeHeadConfig, DecodeHead, resize, spatial } from './decode-head.js';
+
+/** mmseg `FPN` neck config (snake_case, verbatim). */
+export interface FPNConfig {
+  in_channels: number[];
+  out_channels: number;
+  num_outs: number;
+  start_level?: number;
+  end_level?: number;
+  add_extra_convs?: boolean | 'on_input' | 'on_lateral' | 'on_output';
+  extra_convs_on_inputs?: boolean;
+  relu_before_extra_convs?: boolean;
+  no_norm_on_lateral?: boolean;
+  conv_cfg?: ConvCfg | null;
+  norm_cfg?: NormCfg | null;
+  /** Default null (no activation), as mmseg's FPN. */
+  act_cfg?: ActCfg | null;
+  /** `{mode:'nearest'|'bilinear', scale_factor?, align_corners?}`; default `{mode:'nearest'}`. */
+  upsample_cfg?: { mode?: 'nearest' | 'bilinear'; scale_factor?: number; align_corners?: boolean };
+  /** Accepted and ignored. */
+  init_cfg?: unknown;
+}
+
+const FPN_KEYS = [
+  'in_channels', 'out_channels', 'num_outs', 'start_level', 'end_level', 'add_extra_convs', 'extra_convs_on_inputs',
+  'relu_before_extra_convs', 'no_norm_on_lateral', 'conv_cfg', 'norm_cfg', 'act_cfg', 'upsample_cfg', 'init_cfg',
+];
+
+/** mmseg's `FPN` neck: lateral 1×1 convs, nearest-neighbour top-down additions, 3×3 output convs. */
+export class FPN extends Module {
+  readonly lateral_convs: ModuleList<ConvModule>;
+  readonly fpn_convs: ModuleList<ConvModule>;
+  readonly inChannels: number[];
+  readonly outChannels: number;
+  readonly numOuts: number;
+  readonly startLevel: number;
+  readonly backboneEndLevel: number;
+  readonly addExtraConvs: false | 'on_input' | 'on_lateral' | 'on_output';
+  readonly reluBeforeExtraConvs: boolean;
+  private readonly upsample: { mode: 'nearest' | 'bilinear'; scaleFactor: number | null; alignCorners: boolean };
+
+  constructor(cfg: FPNConfig) {
+    super();
+    const where = 'FPN';
+    checkKeys(where, cfg, FPN_KEYS);
+    if (!Array.isArray(cfg.in_channels) || cfg.in_channels.length === 0 || cfg.in_channels.some((c) => !Number.isInteger(c) || c < 1)) {
+      throw new Error(`FPN: in_channels must be a non-empty list of positive integers, got ${JSON.stringify(cfg.in_channels)}`);
+    }
+    if (!Number.isInteger(cfg.out_channels) || cfg.out_channels < 1) throw new Error('FPN: out_channels must be a positive integer');
+    if (!Number.isInteger(cfg.num_outs) || cfg.num_outs < 1) throw new Error('FPN: num_outs must be a positive integer');
+    this.inChannels = [...cfg.in_channels];
+    this.outChannels = cfg.out_channels;
+    this.numOuts = cfg.num_outs;
+    const numIns = this.inChannels.length;
+    const start = cfg.start_level ?? 0;
+    const end = cfg.end_level ?? -1;
+    if (!Number.isInteger(start) || start < 0 || start >= numIns) throw new Error(`FPN: start_level ${start} out of range`);
+    if (end === -1) {
+      this.backboneEndLevel = numIns;
+      if (this.numOuts < numIns - start) throw new Error(`FPN: num_outs ${this.numOuts} < number of used levels ${numIns - start}`);
+    } else {
+      if (!Number.isInteger(end) || end > numIns || end <= start) throw new Error(`FPN: end_level ${end} out of range`);
+      if (this.numOuts !== end - start) throw new Error(`FPN: with end_level, num_outs must be end_level - start_level`);
+      this.backboneEndLevel = end;
+    }
+    this.startLevel = start;
+    const extra = cfg.add_extra_convs ?? false;
+    if (typeof extra === 'string') {
+      if (!['on_input', 'on_lateral', 'on_output'].includes(extra)) throw new Error(`FPN: add_extra_convs ${JSON.stringify(extra)} is not valid`);
+      this.addExtraConvs = extra;
+    } else if (extra === true) {
+      this.addExtraConvs = cfg.extra_convs_on_inputs ? 'on_input' : 'on_output';
+    } else if (extra === false) {
+      this.addExtraConvs = false;
+    } else {
+      throw new Error('FPN: add_extra_convs must be a boolean or on_input/on_lateral/on_output');
+    }
+    this.reluBeforeExtraConvs = cfg.relu_before_extra_convs ?? false;
+    const convCfg = parseConvCfg(where, cfg.conv_cfg);
+    const normCfg = parseNormCfg(where, cfg.norm_cfg);
+    const actCfg = cfg.act_cfg === undefined ? null : parseActCfg(where, cfg.act_cfg);
+    const up = cfg.upsample_cfg ?? { mode: 'nearest' };
+    checkKeys('FPN: upsample_cfg', up, ['mode', 'scale_factor', 'align_corners']);
+    if (up.mode !== undefined && up.mode !== 'nearest' && up.mode !== 'bilinear') throw new Error(`FPN: upsample mode ${JSON.stringify(up.mode)} not supported`);
+    this.upsample = { mode: up.mode ?? 'nearest', scaleFactor: up.scale_factor ?? null, alignCorners: up.align_corners ?? false };
+    const O = this.outChannels;
+    this.lateral_convs = this.registerModule('lateral_convs', new ModuleList<ConvModule>());
+    this.fpn_convs = this.registerModule('fpn_convs', new ModuleList<ConvModule>());
+    for (let i = start; i < this.backboneEndLevel; i++) {
+      this.lateral_convs.push(new ConvModule(this.inChannels[i]!, O, {
+        kernelSize: 1, convCfg, norm: cfg.no_norm_on_lateral ? null : normCfg, act: actCfg,
+      }));
+      this.fpn_convs.push(new ConvModule(O, O, { kernelSize: 3, padding: 1, convCfg, norm: normCfg, act: actCfg }));
+    }
+    const extraLevels = this.numOuts - this.backboneEndLevel + start;
+    if (this.addExtraConvs && extraLevels >= 1) {
+      for (let i = 0; i < extraLevels; i++) {
+        const cin = i === 0 && this.addExtraConvs === 'on_input' ? this.inChannels[this.backboneEndLevel - 1]! : O;
+        this.fpn_convs.push(new ConvModule(cin, O, { kernelSize: 3, stride: 2, padding: 1, convCfg, norm: normCfg, act: actCfg }));
+      }
+    }
+  }
+
+  private up(x: Tensor, size: [number, number]): Tensor {
+    const { mode, scaleFactor, alignCorners } = this.upsample;
+    if (scaleFactor !== null) {
+      return interpolate(x, { scaleFactor, mode, ...(mode === 'bilinear' ? { alignCorners } : {}) });
+    }
+    return interpolate(x, { size, mode, ...(mode === 'bilinear' ? { alignCorners } : {}) });
+  }
+
+  /** `num_outs` maps of `out_channels`. Captures `neck.lateral.i` (after the top-down pass) and `neck.out.i`. */
+  forward(inputs: readonly Tensor[], capture?: Capture): Tensor[] {
+    if (inputs.length !== this.inChannels.length) {
+      throw new Error(`FPN: expected ${this.inChannels.length} input maps, got ${inputs.length}`);
+    }
+    const laterals = this.lateral_convs.slice(0).map((conv, i) => conv.forward(inputs[i + this.startLevel]!));
+    const used = laterals.length;
+    for (let i = used - 1; i > 0; i--) {
+      laterals[i - 1] = laterals[i - 1]!.add(this.up(laterals[i]!, spatial(laterals[i - 1]!)));
+    }
+    if (capture) laterals.forEach((l, i) => capture(`neck.lateral.${i}`, l));
+    const outs = laterals.map((l, i) => this.fpn_convs.at(i).forward(l));
+    if (this.numOuts > outs.length) {
+      if (!this.addExtraConvs) {
+        for (let i = 0; i < this.numOuts - used; i++) outs.push(maxPool2d(outs[outs.length - 1]!, 1, { stride: 2 }));
+      } else {
+        const source = this.addExtraConvs === 'on_input' ? inputs[this.backboneEndLevel - 1]!
+          : this.addExtraConvs === 'on_lateral' ? laterals[used - 1]! : outs[outs.length - 1]!;
+        outs.push(this.fpn_convs.at(used).forward(source));
+        for (let i = used + 1; i < this.numOuts; i++) {
+          const prev = outs[outs.length - 1]!;
+          outs.push(this.fpn_convs.at(i).forward(this.reluBeforeExtraConvs ? relu(prev) : prev));
+        }
+      }
+    }
+    if (capture) outs.forEach((o, i) => capture(`neck.out.${i}`, o));
+    return outs;
+  }
+}
+
+/** mmseg's `Upsample` with a scale factor: output size int(in · s), then a size-based resize. Stateless. */
+export class Upsample extends Module implements UnaryModule {
+  constructor(readonly scaleFactor: number, readonly mode: 'bilinear' | 'nearest' = 'bilinear', readonly alignCorners = false) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    const size: [number, number] = [Math.trunc(x.shape[2]! * this.scaleFactor), Math.trunc(x.shape[3]! * this.scaleFactor)];
+    return this.mode === 'bilinear' ? resize(x, size, this.alignCorners) : interpolate(x, { size, mode: 'nearest' });
+  }
+}
+
+/** FPNHead config: the base keys plus `feature_strides` (required). `input_transform` is fixed. */
+export interface FPNHeadConfig extends Omit<DecodeHeadConfig, 'input_transform'> {
+  feature_strides: number[];
+}
+
+/**
+ * mmseg `FPNHead` (multiple_select): per level i, log2(stride_i / stride_0) stages (at least one) of
+ * [3×3 ConvModule, ×2 bilinear upsample] (no upsample for the first level), then the levels summed (each resized to
+ * level 0's size) and `cls_seg`.
+ */
+export class FPNHead extends DecodeHead {
+  readonly scale_heads: ModuleList<Sequential>;
+  readonly featureStrides: number[];
+
+  constructor(cfg: FPNHeadConfig) {
+    super('FPNHead', cfg as DecodeHeadConfig, ['feature_strides'], 'multiple_select');
+    const strides = cfg.feature_strides;
+    const inCh = this.inChannelList();
+    if (!Array.isArray(strides) || strides.length !== inCh.length || strides.some((s) => !Number.isInteger(s) || s < 1)) {
+      throw new Error(`FPNHead: feature_strides must be ${inCh.length} positive integers (one per input), got ${JSON.stringify(strides)}`);
+    }
+    if (Math.min(...strides) !== strides[0]) throw new Error('FPNHead: the first feature stride must be the smallest');
+    this.featureStrides = [...strides];
+    this.scale_heads = this.registerModule('scale_heads', new ModuleList<Sequential>());
+    strides.forEach((s, i) => {
+      const len = Math.max(1, Math.trunc(Math.log2(s) - Math.log2(strides[0]!)));
+      const layers: UnaryModule[] = [];
+      for (let k = 0; k < len; k++) {
+        layers.push(new ConvModule(k === 0 ? inCh[i]! : this.channels, this.channels, {
+          kernelSize: 3, padding: 1, norm: this.normCfg, act: this.actCfg, convCfg: this.convCfg,
+        }));
+        if (s !== strides[0]) layers.push(new Upsample(2, 'bilinear', this.alignCorners));
+      }
+      this.scale_heads.push(new Sequential(...layers));
+    });
+  }
+
+  /** The summed feature before dropout/`conv_seg` (`feat`). Captures `scale.i` and `feat`. */
+  features(inputs: readonly Tensor[], capture?: Capture): Tensor {
+    const xs = this.multipleInputs(inputs);
+    let out = this.scale_heads.at(0).forward(xs[0]!);
+    capture?.('scale.0', out);
+    for (let i = 1; i < this.featureStrides.length; i++) {
+      const s = this.scale_heads.at(i).forward(xs[i]!);
+      capture?.(`scale.${i}`, s);
+      out = out.add(resize(s, spatial(out), this.alignCorners));
+    }
+    capture?.('feat', out);
+    return out;
+  }
+
+  /** Logits at the first level's resolution. Captures as {@link features}, plus `logits`. */
+  forward(inputs: readonly Tensor[], capture?: Capture): Tensor {
+    const logits = this.clsSeg(this.features(inputs, capture));
+    capture?.('logits', logits);
+    return logits;
+  }
+}

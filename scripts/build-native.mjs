@@ -48,7 +48,7 @@ const needConfigure = force || !existsSync(join(nativeDir, 'build/Makefile')) ||
 const prefix = dirname(dirname(process.execPath));
 const nodedir = process.env.npm_config_nodedir ?? (existsSync(join(prefix, 'include/node/node_api.h')) ? prefix : null);
 const dirArgs = nodedir ? [`--nodedir=${nodedir}`] : [];
-if (needConfigure) execFileSync(process.execPath, [gyp, 'configure', ...dirArgs], { cwd: nativeDir, stdio: 'inherit' });
-execFileSync(process.execPath, [gyp, 'build', '-j', jobs, ...dirArgs], { cwd: nativeDir, stdio: 'inherit' });
+if (needConfigure) execFileSync(process.execPath, [gyp, 'configure', '--loglevel=warn', ...dirArgs], { cwd: nativeDir, stdio: 'inherit' });
+execFileSync(process.execPath, [gyp, 'build', '--loglevel=warn', '-j', jobs, ...dirArgs], { cwd: nativeDir, stdio: 'inherit' });
 writeFileSync(stamp, cfgText);
 console.log(`build-native: built ${out}`);

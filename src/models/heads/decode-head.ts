@@ -232,6 +232,10 @@ export abstract class DecodeHead extends Module {
     super();
     const where = typeName;
     if (typeof cfg !== 'object' || cfg === null) throw new Error(`${where}: config must be a dict`);
+    if (forcedTransform !== undefined && 'input_transform' in cfg) {
+      throw new Error(`${where}: input_transform cannot be configured; ${where} always uses ${JSON.stringify(forcedTransform)} ` +
+        '(mmseg passes it to the base class itself)');
+    }
     checkKeys(where, cfg, [...BASE_HEAD_KEYS.filter((k) => forcedTransform === undefined || k !== 'input_transform'), ...extraKeys]);
     for (const k of ['in_channels', 'channels', 'num_classes'] as const) {
       if (cfg[k] === undefined) throw new Error(`${where}: ${k} is required`);
@@ -342,6 +346,7 @@ export abstract class DecodeHead extends Module {
    * cross entropy (ignore_index, class weights, `loss_weight`), summed by `loss_name`; plus the pixel accuracy.
    * Reduction `mean` divides the summed per-pixel losses by the number of label pixels (mmseg 0.20 semantics, ignored
    * pixels included with loss 0), or by the number of non-ignored pixels with `avg_non_ignore: true`.
+   * `acc_seg` counts non-ignored pixels only (mmseg ≥ 0.24; 0.20.2 divided by all pixels, ignored ones included).
    * @param label N×H×W (or N×1×H×W) integer class map, `ignore_index` where unlabeled
    */
   losses(logits: Tensor, label: Tensor): HeadLosses {
@@ -357,9 +362,11 @@ export abstract class DecodeHead extends Module {
       if (c.reduction === 'sum') {
         value = perPixel.sum();
       } else {
-        const count = c.avgNonIgnore ? noGrad(() => lab.ne(this.ignoreIndex).sum().item()) : lab.numel();
-        // mmseg divides by avg_factor + float32 eps when one is given (avg_non_ignore), by the element count otherwise
-        value = c.avgNonIgnore ? perPixel.sum().div(count + FLOAT32_EPS) : perPixel.mean();
+        // mmseg: the element count (ignored pixels included, loss 0 there), or with avg_non_ignore an avg_factor of
+        // the non-ignored pixels, divided as sum / (avg_factor + float32 eps)
+        value = c.avgNonIgnore
+          ? perPixel.sum().div(noGrad(() => lab.ne(this.ignoreIndex).sum().item()) + FLOAT32_EPS)
+          : perPixel.mean();
       }
       value = value.mul(c.weight);
       terms[c.name] = terms[c.name] ? terms[c.name]!.add(value) : value;

@@ -4,6 +4,7 @@ import { convertToSafetensors, inspectFile } from '../io/inspect.js';
 import { checkReference } from '../tools/reference.js';
 import { benchBackbone } from '../tools/bench-backbone.js';
 import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from './args.js';
+import { segmentationCommands } from './segment.js';
 
 interface Command {
   summary: string;
@@ -123,6 +124,7 @@ const commands: Record<string, Command> = {
       return 0;
     },
   },
+  ...segmentationCommands,
 };
 
 function help(): void {

@@ -26,6 +26,7 @@
 
 #include <cstring>
 #include <sstream>
+#include <mutex>
 #include <thread>
 #include <string>
 #include <vector>
@@ -44,7 +45,7 @@ int64_t StorageBytes(const at::Tensor& t) {
   return static_cast<int64_t>(t.storage().nbytes());
 }
 
-void ReleaseHolder(Napi::Env env, Holder* h) {
+void ReleaseHolder(Napi::BasicEnv env, Holder* h) {
   if (h->reported != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -h->reported);
   h->reported = 0;
   h->t.reset();
@@ -55,7 +56,9 @@ Napi::Value Wrap(Napi::Env env, at::Tensor t) {
   auto* h = new Holder{std::move(t), 0};
   h->reported = StorageBytes(h->t);
   if (h->reported != 0) Napi::MemoryManagement::AdjustExternalMemory(env, h->reported);
-  auto ext = Napi::External<Holder>::New(env, h, [](Napi::Env env, Holder* h) {
+  // A basic (pure) finalizer runs during garbage collection itself, not later on the event loop, so native memory is
+  // released even while JavaScript runs a long synchronous loop. It must not call into JavaScript.
+  auto ext = Napi::External<Holder>::New(env, h, [](Napi::BasicEnv env, Holder* h) {
     ReleaseHolder(env, h);
     delete h;
   });
@@ -333,6 +336,10 @@ Napi::Value Call(const Napi::CallbackInfo& info) {
     }
   } catch (const Napi::Error& e) {
     throw Napi::TypeError::New(env, op.name + ": " + e.Message() + " in " + CallContext(op, info));
+  } catch (const c10::Error& e) {
+    throw Napi::TypeError::New(env, op.name + ": " + e.what_without_backtrace() + " in " + CallContext(op, info));
+  } catch (const std::exception& e) {
+    throw Napi::TypeError::New(env, op.name + ": " + e.what() + " in " + CallContext(op, info));
   }
   try {
     op.handle.callBoxed(&stack);
@@ -472,7 +479,16 @@ Napi::Value SetGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = TensorOf(info[0], "setGrad");
   at::Tensor g = info[1].IsNull() || info[1].IsUndefined() ? at::Tensor() : TensorOf(info[1], "setGrad");
-  Guard(env, "setGrad", [&]() { t.mutable_grad() = g; return 0; });
+  Guard(env, "setGrad", [&]() {
+    if (g.defined()) {
+      TORCH_CHECK(g.sizes() == t.sizes(), "gradient has shape ", g.sizes(), ", the tensor has shape ", t.sizes());
+      TORCH_CHECK(g.scalar_type() == t.scalar_type(), "gradient has dtype ", g.scalar_type(), ", the tensor has ",
+                  t.scalar_type());
+      TORCH_CHECK(g.device() == t.device(), "gradient is on ", g.device(), ", the tensor on ", t.device());
+    }
+    t.mutable_grad() = g;
+    return 0;
+  });
   return env.Undefined();
 }
 
@@ -617,14 +633,30 @@ Napi::Value SameData(const Napi::CallbackInfo& info) {
 // The re-run calls JavaScript, which is only possible on the thread that runs JavaScript: libtorch runs CPU
 // backward on the calling thread; CUDA graphs run on device threads and are refused with a clear error.
 
+// References to JavaScript functions whose owner died, possibly during garbage collection (where no Node-API
+// call that touches JavaScript is allowed): they are released at the start of the next checkpoint call.
+std::mutex g_deadRefsMutex;
+std::vector<napi_ref> g_deadRefs;
+
+void ReleaseDeadRefs(napi_env env) {
+  std::vector<napi_ref> dead;
+  {
+    std::lock_guard<std::mutex> lock(g_deadRefsMutex);
+    dead.swap(g_deadRefs);
+  }
+  for (napi_ref r : dead) napi_delete_reference(env, r);
+}
+
 struct JsFunctionHolder : torch::CustomClassHolder {
   Napi::Env env;
   Napi::FunctionReference fn;
   std::thread::id thread;
   JsFunctionHolder(Napi::Env e, Napi::Function f) : env(e), fn(Napi::Persistent(f)), thread(std::this_thread::get_id()) {}
   ~JsFunctionHolder() override {
-    // A reference must not be released off the JavaScript thread: leak it instead (only on that rare path).
-    if (std::this_thread::get_id() != thread) fn.SuppressDestruct();
+    napi_ref r = fn;
+    fn.SuppressDestruct();
+    std::lock_guard<std::mutex> lock(g_deadRefsMutex);
+    g_deadRefs.push_back(r);
   }
   std::vector<at::Tensor> Call(const std::vector<at::Tensor>& inputs, const char* phase) {
     TORCH_CHECK(std::this_thread::get_id() == thread, "the ", phase,
@@ -707,6 +739,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  ReleaseDeadRefs(env);
   if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "checkpoint: expected a function");
   auto inputs = TensorList(env, info[1], "checkpoint", false);
   auto holder = c10::make_intrusive<JsFunctionHolder>(env, info[0].As<Napi::Function>());

@@ -219,7 +219,14 @@ export function attentionComposition(q: Tensor, k: Tensor, v: Tensor, scale: num
   kt.dispose();
   qs.dispose();
   if (mask) {
-    const m = mask.dtype === 'bool' ? s.maskedFill(mask.logicalNot(), -Infinity) : s.add(mask);
+    let m: Tensor;
+    if (mask.dtype === 'bool') {
+      const inv = mask.logicalNot();
+      m = s.maskedFill(inv, -Infinity);
+      inv.dispose();
+    } else {
+      m = s.add(mask);
+    }
     s.dispose();
     s = m;
   }

@@ -4,7 +4,7 @@
  */
 import type { Backend, Handle } from './backend.js';
 import { libtorchBackend } from './native.js';
-import { type DType, DTYPE_SIZE, SCALAR_TYPE, checkDType, dtypeFromScalarType, isFloating } from './dtype.js';
+import { type DType, DTYPES, DTYPE_SIZE, SCALAR_TYPE, checkDType, dtypeFromScalarType, isFloating } from './dtype.js';
 
 /** A device name: `cpu`, `cuda` or `cuda:N`. */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -93,7 +93,10 @@ export function scope<T>(fn: () => T): T {
     throw e;
   }
   scopeStack.pop();
-  if (result instanceof Promise) throw new Error('scope(): the function must be synchronous (it returned a Promise)');
+  if (result instanceof Promise) {
+    for (const t of mine) if (!t.kept) t.dispose();
+    throw new Error('scope(): the function must be synchronous (it returned a Promise)');
+  }
   const out = new Set<Tensor>();
   collect(result, out, new Set());
   const parent = scopeStack[scopeStack.length - 1];
@@ -343,7 +346,8 @@ export class Tensor {
   /** The value of a one-element tensor. */
   item(): number {
     if (this.numel() !== 1) throw new Error(`item(): tensor has ${this.numel()} elements, expected exactly 1 (shape [${this.shape}])`);
-    return aten('item').call([this.handle]) as number;
+    const v = aten('item').call([this.handle]);
+    return typeof v === 'boolean' ? (v ? 1 : 0) : (v as number);
   }
   /** The elements as nested arrays. */
   toArray(): NestedArray {
@@ -366,13 +370,14 @@ export class Tensor {
   }
 
   // -- conversion --
-  /** Converts to a dtype and/or device (returns this tensor when nothing changes). */
+  /** Converts to a dtype and/or device (a new tensor object sharing the data when nothing changes). */
   to(target: DType | Device | string | { dtype?: DType; device?: string }, opts: { copy?: boolean } = {}): Tensor {
     let dtype: DType | undefined;
     let device: string | undefined;
     if (typeof target === 'string') {
       if (/^(cpu|cuda(:\d+)?)$/.test(target)) device = target;
-      else dtype = checkDType(target, 'to()');
+      else if ((DTYPES as readonly string[]).includes(target)) dtype = target as DType;
+      else throw new Error(`to(): unknown device or dtype ${JSON.stringify(target)}; devices: cpu, cuda, cuda:N; dtypes: ${DTYPES.join(', ')}`);
     } else {
       dtype = target.dtype;
       device = target.device;
@@ -554,28 +559,34 @@ export class Tensor {
 
   // -- in-place (for optimisers and initialisers; not differentiable on leaves that require grad) --
   add_(other: TensorOrScalar, alpha = 1): this {
-    if (other instanceof Tensor) aten('add_', 'Tensor').call([this.handle, other.handle, alpha]);
-    else aten('add_', 'Scalar').call([this.handle, other, alpha]);
+    if (other instanceof Tensor) inplace(aten('add_', 'Tensor'), [this.handle, other.handle, alpha]);
+    else inplace(aten('add_', 'Scalar'), [this.handle, other, alpha]);
     return this;
   }
   mul_(other: TensorOrScalar): this {
-    if (other instanceof Tensor) aten('mul_', 'Tensor').call([this.handle, other.handle]);
-    else aten('mul_', 'Scalar').call([this.handle, other]);
+    if (other instanceof Tensor) inplace(aten('mul_', 'Tensor'), [this.handle, other.handle]);
+    else inplace(aten('mul_', 'Scalar'), [this.handle, other]);
     return this;
   }
   /** `this += value * t1 * t2`. */
-  addcmul_(t1: Tensor, t2: Tensor, value = 1): this { aten('addcmul_').call([this.handle, t1.handle, t2.handle, value]); return this; }
+  addcmul_(t1: Tensor, t2: Tensor, value = 1): this { inplace(aten('addcmul_'), [this.handle, t1.handle, t2.handle, value]); return this; }
   /** `this += value * t1 / t2`. */
-  addcdiv_(t1: Tensor, t2: Tensor, value = 1): this { aten('addcdiv_').call([this.handle, t1.handle, t2.handle, value]); return this; }
-  copy_(src: Tensor): this { aten('copy_').call([this.handle, src.handle, false]); return this; }
-  fill_(value: number): this { aten('fill_', 'Scalar').call([this.handle, value]); return this; }
-  zero_(): this { aten('zero_').call([this.handle]); return this; }
-  uniform_(from = 0, to = 1): this { aten('uniform_').call([this.handle, from, to, null]); return this; }
-  normal_(mean = 0, std = 1): this { aten('normal_').call([this.handle, mean, std, null]); return this; }
-  clamp_(min: number | null, max: number | null = null): this { aten('clamp_').call([this.handle, min, max]); return this; }
-  erfinv_(): this { aten('erfinv_').call([this.handle]); return this; }
-  sqrt_(): this { aten('sqrt_').call([this.handle]); return this; }
-  lerp_(end: Tensor, weight: number): this { aten('lerp_', 'Scalar').call([this.handle, end.handle, weight]); return this; }
+  addcdiv_(t1: Tensor, t2: Tensor, value = 1): this { inplace(aten('addcdiv_'), [this.handle, t1.handle, t2.handle, value]); return this; }
+  copy_(src: Tensor): this { inplace(aten('copy_'), [this.handle, src.handle, false]); return this; }
+  fill_(value: number): this { inplace(aten('fill_', 'Scalar'), [this.handle, value]); return this; }
+  zero_(): this { inplace(aten('zero_'), [this.handle]); return this; }
+  uniform_(from = 0, to = 1): this { inplace(aten('uniform_'), [this.handle, from, to, null]); return this; }
+  normal_(mean = 0, std = 1): this { inplace(aten('normal_'), [this.handle, mean, std, null]); return this; }
+  clamp_(min: number | null, max: number | null = null): this { inplace(aten('clamp_'), [this.handle, min, max]); return this; }
+  erfinv_(): this { inplace(aten('erfinv_'), [this.handle]); return this; }
+  sqrt_(): this { inplace(aten('sqrt_'), [this.handle]); return this; }
+  lerp_(end: Tensor, weight: number): this { inplace(aten('lerp_', 'Scalar'), [this.handle, end.handle, weight]); return this; }
+}
+
+/** Runs an in-place operator; the alias of `self` it returns is released at once. */
+function inplace(o: Op, args: unknown[]): void {
+  const h = o.call(args);
+  if (h !== null && typeof h === 'object') backend().dispose(h as Handle);
 }
 
 function cmp(name: string, a: Tensor, b: TensorOrScalar): Tensor {

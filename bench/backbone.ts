@@ -1,0 +1,544 @@
+/**
+ * Backbone benchmark: the TypeScript ViT-Adapter (libtorch through the addon) against the PyTorch re-implementation
+ * in bench/torch_vit_adapter.py, same preset, input size and thread count, in one run; plus a per-module profile of
+ * both sides.
+ *
+ *   node dist/bench/backbone.js [--presets tiny,small] [--size 512] [--repeats 5] [--threads N] [--rounds 1]
+ *     [--msda auto|native|composition|both] [--profile-repeats 5] [--no-profile] [--no-python]
+ *     [--python /usr/bin/python3] [--openblas-env keep|unset] [--json]
+ *
+ * `--msda both` (the default) times the native deformable-attention kernel when the addon has it, and the grid_sample
+ * composition for comparison. `--rounds K` alternates TS and PyTorch K times and pools the timings (fairer on a
+ * busy machine). `--openblas-env unset` re-runs this script without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (both sides
+ * always share one environment).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import {
+  type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads, softmax, tensor,
+} from '../src/engine/index.js';
+import {
+  MSDeformAttn, type SpatialShapes, ViTAdapter, backbonePreset, hasNativeMsDeformAttn, msDeformAttnCore,
+  setMsDeformAttnImpl,
+} from '../src/models/adapter/index.js';
+import { type BenchBackboneResult, benchBackbone } from '../src/tools/bench-backbone.js';
+
+// ---- options -------------------------------------------------------------------------------------------------
+
+type MsdaMode = 'auto' | 'native' | 'composition';
+
+interface Options {
+  presets: string[];
+  size: number;
+  repeats: number;
+  warmup: number;
+  threads: number;
+  rounds: number;
+  msda: MsdaMode | 'both';
+  profile: boolean;
+  profileRepeats: number;
+  python: string | null;
+  pythonExe: string;
+  openblasEnv: 'keep' | 'unset';
+  json: boolean;
+}
+
+const USAGE = `usage: node dist/bench/backbone.js [--presets tiny,small] [--size 512] [--repeats 5] [--warmup 1]
+  [--threads N] [--rounds K] [--msda auto|native|composition|both] [--profile-repeats 5] [--no-profile]
+  [--no-python] [--python /usr/bin/python3] [--openblas-env keep|unset] [--json]`;
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    presets: ['tiny', 'small'], size: 512, repeats: 5, warmup: 1, threads: 0, rounds: 1, msda: 'both', profile: true,
+    profileRepeats: 5, python: null, pythonExe: '/usr/bin/python3', openblasEnv: 'keep', json: false,
+  };
+  const int = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const val = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${flag}: missing value`);
+      return v;
+    };
+    switch (flag) {
+      case '--presets': case '--preset': o.presets = val().split(',').map((s) => s.trim()).filter(Boolean); break;
+      case '--size': o.size = int(flag, val(), 32); break;
+      case '--repeats': o.repeats = int(flag, val(), 1); break;
+      case '--warmup': o.warmup = int(flag, val(), 0); break;
+      case '--threads': o.threads = int(flag, val(), 1); break;
+      case '--rounds': o.rounds = int(flag, val(), 1); break;
+      case '--profile-repeats': o.profileRepeats = int(flag, val(), 1); break;
+      case '--no-profile': o.profile = false; break;
+      case '--no-python': o.pythonExe = ''; break;
+      case '--python': o.pythonExe = val(); break;
+      case '--json': o.json = true; break;
+      case '--msda': {
+        const v = val();
+        if (!['auto', 'native', 'composition', 'both'].includes(v)) throw new Error(`--msda: expected auto|native|composition|both, got ${v}`);
+        o.msda = v as Options['msda'];
+        break;
+      }
+      case '--openblas-env': {
+        const v = val();
+        if (v !== 'keep' && v !== 'unset') throw new Error(`--openblas-env: expected keep|unset, got ${v}`);
+        o.openblasEnv = v;
+        break;
+      }
+      case '-h': case '--help': console.log(USAGE); process.exit(0);
+      default: throw new Error(`unknown argument ${a}\n${USAGE}`);
+    }
+  }
+  if (o.size % 32) throw new Error(`--size must be a multiple of 32, got ${o.size}`);
+  return o;
+}
+
+const OPENBLAS_VARS = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
+
+/** OpenBLAS reads its environment when the library loads: unsetting needs a fresh process. */
+function reexecWithoutOpenblasEnv(): never {
+  const env: NodeJS.ProcessEnv = { ...process.env, VITA_BENCH_REEXEC: '1' };
+  for (const k of OPENBLAS_VARS) delete env[k];
+  const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit', env,
+  });
+  process.exit(r.status ?? 1);
+}
+
+// ---- statistics --------------------------------------------------------------------------------------------
+
+/** Wall-clock statistics of the timed forwards, and the median process CPU time (all threads) per forward. */
+interface Stats {
+  median_s: number;
+  min_s: number;
+  max_s: number;
+  times_s: number[];
+  cpu_median_s: number;
+  cpu_times_s: number[];
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function stats(times: number[], cpu: number[]): Stats {
+  const s = [...times].sort((a, b) => a - b);
+  return {
+    median_s: median(times), min_s: s[0]!, max_s: s[s.length - 1]!, times_s: times,
+    cpu_median_s: cpu.length ? median(cpu) : NaN, cpu_times_s: cpu,
+  };
+}
+
+/**
+ * Runs `benchBackbone` and also records the process CPU time of each forward it makes, by wrapping
+ * `ViTAdapter.prototype.forward` for the duration (restored afterwards). The first `warmup` calls are dropped.
+ */
+async function benchBackboneWithCpu(opts: Parameters<typeof benchBackbone>[0]): Promise<BenchBackboneResult & Stats> {
+  const proto = ViTAdapter.prototype;
+  const orig = proto.forward;
+  const cpu: number[] = [];
+  proto.forward = function timedForward(this: ViTAdapter, ...args: Parameters<typeof orig>) {
+    const c0 = process.cpuUsage();
+    try {
+      return orig.apply(this, args);
+    } finally {
+      cpu.push(cpuSeconds(c0));
+    }
+  };
+  try {
+    const r = await benchBackbone(opts);
+    const timed = cpu.slice(cpu.length - r.times_s.length);
+    return { ...r, ...stats(r.times_s, timed) };
+  } finally {
+    proto.forward = orig;
+  }
+}
+
+const ms = (s: number): string => (s * 1e3).toFixed(1);
+
+// ---- PyTorch side ------------------------------------------------------------------------------------------
+
+function pythonScript(): string | null {
+  const candidates = [
+    fileURLToPath(new URL('../../bench/torch_vit_adapter.py', import.meta.url)),
+    fileURLToPath(new URL('./torch_vit_adapter.py', import.meta.url)),
+    `${process.cwd()}/bench/torch_vit_adapter.py`,
+  ];
+  return candidates.find((p) => existsSync(p)) ?? null;
+}
+
+/** Why PyTorch cannot run, or null when `python -c "import torch"` works. */
+function pythonProblem(exe: string, script: string | null): string | null {
+  if (!exe) return 'disabled (--no-python)';
+  if (!script) return 'bench/torch_vit_adapter.py not found';
+  const r = spawnSync(exe, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (r.error) return `${exe}: ${r.error.message}`;
+  if (r.status !== 0) return `${exe} -c "import torch" failed: ${(r.stderr || '').trim().split('\n').pop()}`;
+  return null;
+}
+
+interface TorchResult extends Stats {
+  preset: string;
+  size: number;
+  batch: number;
+  torch_version: string;
+  threads: number;
+  num_parameters: number;
+  env: Record<string, string | null>;
+  profile_s?: Record<string, number>;
+  profile_cpu_s?: Record<string, number>;
+}
+
+/** Runs the PyTorch script once: `bench` times `repeats` forwards, `profile` runs `repeats` profiled forwards. */
+function runPython(o: Options, script: string, preset: string, mode: 'bench' | 'profile', repeats: number): TorchResult {
+  const args = [script, `--${mode}`, '--preset', preset, '--size', String(o.size), '--repeats', String(repeats),
+    '--warmup', String(o.warmup), '--threads', String(o.threads), '--json'];
+  const r = spawnSync(o.pythonExe, args, { encoding: 'utf8', env: process.env, maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw new Error(`${o.pythonExe} ${args.join(' ')} failed (status ${r.status}):\n${r.stderr}`);
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  return JSON.parse(line) as TorchResult;
+}
+
+// ---- TS per-module profile ---------------------------------------------------------------------------------
+
+const PROFILE_ORDER = ['embed', 'spm', 'vit_blocks', 'injector.msda_core', 'injector.rest', 'extractor.msda_core',
+  'extractor.rest', 'up_norms', 'other'] as const;
+
+const PROFILE_LABELS: Record<string, string> = {
+  embed: 'patch embed + pos embed', spm: 'spatial prior module', vit_blocks: 'ViT blocks',
+  'injector.msda_core': 'injectors: MSDA core', 'injector.rest': 'injectors: rest',
+  'extractor.msda_core': 'extractors: MSDA core', 'extractor.rest': 'extractors: rest (incl. ConvFFN)',
+  up_norms: 'up + norm1..4', other: 'other (glue, resizes)', total: 'total',
+};
+
+/** Accumulates wall time per section; nested `msda_core` is attributed to the enclosing section. */
+class Timers {
+  /** Wall-clock seconds per section. */
+  readonly acc = new Map<string, number>();
+  /** Process CPU seconds (all threads) per section. */
+  readonly cpu = new Map<string, number>();
+  private readonly stack: string[] = [];
+  time<T>(name: string, fn: () => T): T {
+    const key = name === 'msda_core' ? `${this.stack[this.stack.length - 1] ?? 'unknown'}.msda_core` : name;
+    this.stack.push(name);
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    try {
+      return fn();
+    } finally {
+      this.acc.set(key, (this.acc.get(key) ?? 0) + (performance.now() - t0) / 1000);
+      this.cpu.set(key, (this.cpu.get(key) ?? 0) + cpuSeconds(c0));
+      this.stack.pop();
+    }
+  }
+  clear(): void {
+    this.acc.clear();
+    this.cpu.clear();
+  }
+}
+
+/** Process CPU seconds (user + system, all threads) since `c0`. */
+function cpuSeconds(c0: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(c0);
+  return (d.user + d.system) / 1e6;
+}
+
+/** Sections of one profiled pass from its per-name seconds and its total seconds. */
+function sections(acc: Map<string, number>, total: number): Record<string, number> {
+  const a = (k: string): number => acc.get(k) ?? 0;
+  const p: Record<string, number> = {
+    embed: a('embed'), spm: a('spm'), vit_blocks: a('vit_blocks'),
+    'injector.msda_core': a('injector.msda_core'), 'injector.rest': a('injector') - a('injector.msda_core'),
+    'extractor.msda_core': a('extractor.msda_core'), 'extractor.rest': a('extractor') - a('extractor.msda_core'),
+    up_norms: a('up_norms'),
+  };
+  p.other = total - Object.values(p).reduce((x, y) => x + y, 0);
+  p.total = total;
+  return p;
+}
+
+type AnyFn = (...args: never[]) => unknown;
+
+/** Replaces `obj[key]` (a method) on the instance with a timed wrapper; returns the undo function. */
+function wrapMethod<T extends object>(obj: T, key: keyof T & string, timers: Timers, name: string): () => void {
+  const rec = obj as unknown as Record<string, AnyFn>;
+  const hadOwn = Object.prototype.hasOwnProperty.call(obj, key);
+  const orig = rec[key]!;
+  rec[key] = ((...args: never[]) => timers.time(name, () => orig.apply(obj, args))) as AnyFn;
+  return () => {
+    if (hadOwn) rec[key] = orig;
+    else delete rec[key];
+  };
+}
+
+/**
+ * Times the deformable-attention core inside an `MSDeformAttn` instance: its forward is replaced by the same
+ * computation (projections, offsets, softmax, locations, core, output projection) with a timer around
+ * `msDeformAttnCore`. The profiler checks that the patched model's outputs equal the unpatched ones.
+ */
+function patchMsda(m: MSDeformAttn, timers: Timers): () => void {
+  const rec = m as unknown as Record<string, unknown>;
+  rec.forward = (query: Tensor, referencePoints: Tensor, input: Tensor, shapes: SpatialShapes,
+    levelStart: readonly number[]): Tensor => {
+    const [N, Lq] = query.shape as [number, number];
+    const S = input.shape[1]!;
+    const M = m.nHeads;
+    const L = m.nLevels;
+    const P = m.nPoints;
+    const value = m.value_proj.forward(input).view(N, S, M, m.valueDim / M);
+    const offsets = m.sampling_offsets.forward(query).view(N, Lq, M, L, P, 2);
+    const weights = softmax(m.attention_weights.forward(query).view(N, Lq, M, L * P), -1).view(N, Lq, M, L, P);
+    const norm = tensor(shapes.flatMap(([h, w]) => [w, h]), { shape: [1, 1, 1, L, 1, 2], dtype: query.dtype, device: query.device });
+    const ref = referencePoints.reshape(referencePoints.shape[0]!, Lq, 1, 1, 1, 2);
+    const locations = ref.add(offsets.div(norm));
+    const out = timers.time('msda_core', () => msDeformAttnCore(value, shapes, levelStart, locations, weights));
+    return m.output_proj.forward(out);
+  };
+  return () => { delete rec.forward; };
+}
+
+interface TsProfile {
+  msda: string;
+  /** Wall-clock seconds per forward, by section. */
+  profile_s: Record<string, number>;
+  /** Process CPU seconds per forward, by section. */
+  profile_cpu_s: Record<string, number>;
+  /** max |patched − unpatched| over the four outputs (0 when the MSDA replica matches the library forward). */
+  replica_max_abs_diff: number;
+}
+
+function profileTs(preset: string, o: Options, msda: MsdaMode): TsProfile {
+  setMsDeformAttnImpl(msda === 'auto' ? null : msda === 'native');
+  manualSeed(0);
+  const model = new ViTAdapter(backbonePreset(preset)).eval();
+  const input = randn([1, 3, o.size, o.size]).keep();
+  const forward = (): Tensor[] => noGrad(() => model.forward(input));
+  try {
+    const reference = scope(() => forward()).map((t) => t.keep());
+    const timers = new Timers();
+    const undo: (() => void)[] = [];
+    undo.push(wrapMethod(model, 'embed', timers, 'embed'));
+    undo.push(wrapMethod(model.spm, 'forward', timers, 'spm'));
+    undo.push(wrapMethod(model, 'runBlocks', timers, 'vit_blocks'));
+    for (const layer of model.interactions) {
+      undo.push(wrapMethod(layer.injector, 'forward', timers, 'injector'));
+      undo.push(patchMsda(layer.injector.attn, timers));
+      for (const e of [layer.extractor, ...(layer.extra_extractors ?? [])]) {
+        undo.push(wrapMethod(e, 'forward', timers, 'extractor'));
+        undo.push(patchMsda(e.attn, timers));
+      }
+    }
+    for (const m of [model.up, model.norm1, model.norm2, model.norm3, model.norm4]) {
+      undo.push(wrapMethod(m, 'forward', timers, 'up_norms'));
+    }
+    let diff = 0;
+    try {
+      // warm-up with the patches on, and the replica check
+      scope(() => {
+        const outs = forward();
+        outs.forEach((t, i) => { diff = Math.max(diff, t.sub(reference[i]!).abs().max().item()); });
+      });
+      // keep the least disturbed pass (smallest wall total): its sections add up to its total
+      let best: { wall: Record<string, number>; cpu: Record<string, number> } | null = null;
+      for (let i = 0; i < o.profileRepeats; i++) {
+        timers.clear();
+        const t0 = performance.now();
+        const c0 = process.cpuUsage();
+        scope(() => { forward(); });
+        const wall = (performance.now() - t0) / 1000;
+        const cpu = cpuSeconds(c0);
+        if (!best || wall < best.wall.total!) best = { wall: sections(timers.acc, wall), cpu: sections(timers.cpu, cpu) };
+      }
+      return {
+        msda: msda === 'auto' ? (hasNativeMsDeformAttn() ? 'native' : 'composition') : msda,
+        profile_s: best!.wall, profile_cpu_s: best!.cpu, replica_max_abs_diff: diff,
+      };
+    } finally {
+      for (const u of undo.reverse()) u();
+      for (const t of reference) t.dispose();
+    }
+  } finally {
+    setMsDeformAttnImpl(null);
+    model.dispose();
+    input.dispose();
+  }
+}
+
+// ---- main --------------------------------------------------------------------------------------------------
+
+interface PresetReport {
+  preset: string;
+  ts: (BenchBackboneResult & Stats)[];
+  torch: TorchResult | null;
+  torch_error?: string;
+  /** TS / PyTorch by msda mode: median wall time, minimum wall time, median CPU time. */
+  ratios: Record<string, { median: number; min: number; cpu: number }>;
+  ts_profile?: TsProfile;
+}
+
+function printRows(rows: string[][], indent: string, rightFrom: number): void {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
+  for (const [i, row] of rows.entries()) {
+    console.log(indent + row.map((cell, c) => (c >= rightFrom ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+    if (i === 0) console.log(indent + widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+}
+
+function printTable(reports: PresetReport[]): void {
+  const rows: string[][] = [['preset', 'side', 'msda', 'median ms', 'min ms', 'max ms', 'CPU ms', 'TS/PyTorch',
+    'mins ratio', 'CPU ratio', 'target (tiny, median)']];
+  for (const r of reports) {
+    for (const t of r.ts) {
+      const q = r.ratios[t.msda];
+      const target = r.preset === 'tiny' && q ? `<= 0.5 ${q.median <= 0.5 ? 'met' : 'NOT met'}` : '';
+      rows.push([r.preset, 'TS', t.msda, ms(t.median_s), ms(t.min_s), ms(t.max_s), ms(t.cpu_median_s),
+        q ? q.median.toFixed(3) : '-', q ? q.min.toFixed(3) : '-', q ? q.cpu.toFixed(3) : '-', target]);
+    }
+    if (r.torch) {
+      const p = r.torch;
+      rows.push([r.preset, 'PyTorch', 'composition', ms(p.median_s), ms(p.min_s), ms(p.max_s), ms(p.cpu_median_s),
+        '1', '1', '1', '']);
+    } else {
+      rows.push([r.preset, 'PyTorch', '-', '-', '-', '-', '-', '-', '-', '-', r.torch_error ?? '']);
+    }
+  }
+  printRows(rows, '  ', 3);
+}
+
+function printProfile(r: PresetReport, passes: number): void {
+  if (!r.ts_profile) return;
+  const ts = r.ts_profile.profile_s;
+  const tc = r.ts_profile.profile_cpu_s;
+  const py = r.torch?.profile_s;
+  const pc = r.torch?.profile_cpu_s;
+  console.log(`\n  per-module time of one forward, ViT-Adapter-${r.preset} (TS msda: ${r.ts_profile.msda}; each side's fastest ` +
+    `of ${passes} profiled passes; wall ms, % of the wall total, process CPU ms of all threads)`);
+  const head = ['module', 'TS ms', 'TS %', 'TS CPU ms', ...(py && pc ? ['PyTorch ms', 'PyTorch %', 'PyTorch CPU ms', 'TS/PyTorch'] : [])];
+  const rows: string[][] = [head];
+  for (const k of [...PROFILE_ORDER, 'total']) {
+    const row = [PROFILE_LABELS[k] ?? k, ms(ts[k]!), (100 * ts[k]! / ts.total!).toFixed(1), ms(tc[k]!)];
+    if (py && pc) row.push(ms(py[k]!), (100 * py[k]! / py.total!).toFixed(1), ms(pc[k]!), (ts[k]! / py[k]!).toFixed(2));
+    rows.push(row);
+  }
+  printRows(rows, '    ', 1);
+  if (r.ts_profile.replica_max_abs_diff !== 0) {
+    console.log(`    warning: the profiler's MSDeformAttn replica differs from the library forward by ` +
+      `${r.ts_profile.replica_max_abs_diff.toExponential(2)} (src changed? update patchMsda in bench/backbone.ts)`);
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.openblasEnv === 'unset' && !process.env.VITA_BENCH_REEXEC && OPENBLAS_VARS.some((k) => process.env[k] !== undefined)) {
+    reexecWithoutOpenblasEnv();
+  }
+  if (o.threads) setNumThreads(o.threads);
+  o.threads = getNumThreads();
+  const native = hasNativeMsDeformAttn();
+  let modes: MsdaMode[];
+  if (o.msda === 'both') modes = native ? ['native', 'composition'] : ['composition'];
+  else if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
+  else modes = [o.msda === 'auto' ? (native ? 'native' : 'composition') : o.msda];
+  const script = pythonScript();
+  const problem = pythonProblem(o.pythonExe, script);
+  o.python = problem ? null : script;
+  const env = Object.fromEntries(OPENBLAS_VARS.map((k) => [k, process.env[k] ?? null]));
+  const load0 = loadavg();
+  const info = backend().info();
+  const log = (s: string): void => { if (!o.json) console.log(s); };
+  const progress = (s: string): void => { if (!o.json) process.stdout.write(s); };
+
+  log(`ViT-Adapter backbone benchmark: ${o.size}x${o.size}, batch 1, ${o.threads} threads, ${o.repeats} timed ` +
+    `forwards after ${o.warmup} warm-up, ${o.rounds} round(s); libtorch ${info.torchVersion}`);
+  log(`  environment (shared by both sides): ${OPENBLAS_VARS.map((k) => `${k}=${env[k] ?? '(unset)'}`).join(' ')}` +
+    (OPENBLAS_VARS.some((k) => env[k] !== null) ? '  [set: they slow OpenBLAS here; --openblas-env unset to compare]' : '  [not set]'));
+  log(`  machine: ${availableParallelism()} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}` +
+    (load0[0]! > availableParallelism() * 0.5 ? '  [busy: timings are noisy; see the mins ratio, use --rounds]' : ''));
+  log(`  native ms_deform_attn kernel: ${native ? 'built in' : 'NOT built into this addon (TS times the grid_sample composition only)'}`);
+  log(`  PyTorch: ${problem ? `skipped: ${problem}` : `${o.pythonExe} ${o.python}`}`);
+
+  const reports: PresetReport[] = [];
+  for (const preset of o.presets) {
+    backbonePreset(preset); // validates the name
+    const tsRuns = new Map<MsdaMode, (BenchBackboneResult & Stats)[]>(modes.map((m) => [m, []]));
+    const pyRuns: TorchResult[] = [];
+    let torchError: string | undefined;
+    for (let round = 0; round < o.rounds; round++) {
+      for (const m of modes) {
+        progress(`  ${preset}: TS (${m}) round ${round + 1}/${o.rounds}...`);
+        const r = await benchBackboneWithCpu({ preset, size: o.size, repeats: o.repeats, warmup: o.warmup, msda: m });
+        tsRuns.get(m)!.push(r);
+        log(` median ${ms(r.median_s)} ms (CPU ${ms(r.cpu_median_s)} ms)`);
+      }
+      if (o.python && !torchError) {
+        progress(`  ${preset}: PyTorch round ${round + 1}/${o.rounds}...`);
+        try {
+          const r = runPython(o, o.python, preset, 'bench', o.repeats);
+          pyRuns.push(r);
+          log(` median ${ms(r.median_s)} ms (CPU ${ms(r.cpu_median_s)} ms)` +
+            (r.threads !== o.threads ? `  [warning: PyTorch ran ${r.threads} threads, TS ${o.threads}]` : ''));
+        } catch (e) {
+          torchError = (e as Error).message;
+          log(` failed: ${torchError}`);
+        }
+      }
+    }
+    const pool = <T extends Stats>(runs: T[]): T => ({
+      ...runs[0]!, ...stats(runs.flatMap((r) => r.times_s), runs.flatMap((r) => r.cpu_times_s)),
+    });
+    const ts = modes.map((m) => pool(tsRuns.get(m)!));
+    const torch: TorchResult | null = pyRuns.length ? pool(pyRuns) : null;
+    const report: PresetReport = { preset, ts, torch, ratios: {} };
+    if (torchError) report.torch_error = torchError;
+    if (torch) {
+      for (const t of ts) {
+        report.ratios[t.msda] = { median: t.median_s / torch.median_s, min: t.min_s / torch.min_s, cpu: t.cpu_median_s / torch.cpu_median_s };
+      }
+    }
+    if (o.profile) {
+      progress(`  ${preset}: profiling TS (${modes[0]})...`);
+      report.ts_profile = profileTs(preset, o, modes[0]!);
+      log(' done');
+      if (o.python && torch) {
+        progress(`  ${preset}: profiling PyTorch...`);
+        try {
+          const p = runPython(o, o.python, preset, 'profile', o.profileRepeats);
+          torch.profile_s = p.profile_s!;
+          torch.profile_cpu_s = p.profile_cpu_s!;
+          log(' done');
+        } catch (e) {
+          log(` failed: ${(e as Error).message}`);
+        }
+      }
+    }
+    reports.push(report);
+  }
+
+  const load1 = loadavg();
+  if (o.json) {
+    console.log(JSON.stringify({
+      size: o.size, threads: o.threads, repeats: o.repeats, rounds: o.rounds, libtorch: info.torchVersion,
+      native_msda: native, env, cpus: availableParallelism(), loadavg_start: load0, loadavg_end: load1,
+      python: o.python ? o.pythonExe : null, python_problem: problem, reports,
+    }));
+    return;
+  }
+  console.log(`\nResults per 1x3x${o.size}x${o.size} forward. TS/PyTorch = TS median / PyTorch median (wall); ` +
+    `mins ratio = TS min / PyTorch min (the least sensitive to other load on the machine); CPU = median process CPU ` +
+    `time per forward, all threads (it inflates too under load: OpenMP threads spin while a peer is descheduled). ` +
+    `Target for tiny: TS/PyTorch <= 0.5.`);
+  printTable(reports);
+  for (const r of reports) printProfile(r, o.profileRepeats);
+  console.log(`\n  load average at the end: ${load1.map((x) => x.toFixed(2)).join(' ')}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});

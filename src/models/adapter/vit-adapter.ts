@@ -61,6 +61,8 @@ export class ViTAdapter extends VisionTransformer {
   readonly variant: AdapterVariant;
   readonly interactionIndexes: [number, number][];
   readonly addVitFeature: boolean;
+  /** Deform inputs (reference points, level shapes) per input size and device: constant, so built once. */
+  private readonly deformCache = new Map<string, ReturnType<typeof deformInputs>>();
 
   constructor(options: ViTAdapterOptions = {}) {
     const unknown = Object.keys(options).filter((k) => !KNOWN_KEYS.has(k));
@@ -103,6 +105,34 @@ export class ViTAdapter extends VisionTransformer {
     normal_(this.level_embed);
   }
 
+  private deformInputsFor(h: number, w: number, device: string): ReturnType<typeof deformInputs> {
+    const key = `${h}x${w}@${device}`;
+    let d = this.deformCache.get(key);
+    if (!d) {
+      d = deformInputs(h, w, device);
+      d.injector.ref.keep();
+      d.extractor.ref.keep();
+      if (this.deformCache.size >= 8) this.clearDeformCache();
+      this.deformCache.set(key, d);
+    }
+    return d;
+  }
+
+  /** Frees the cached deform inputs (they are rebuilt on the next forward). */
+  clearDeformCache(): void {
+    for (const d of this.deformCache.values()) {
+      d.injector.ref.dispose();
+      d.extractor.ref.dispose();
+    }
+    this.deformCache.clear();
+  }
+
+  /** Frees parameters, buffers and cached deform inputs. */
+  override dispose(): void {
+    this.clearDeformCache();
+    super.dispose();
+  }
+
   /** Checks the input and returns its size. */
   private checkInput(x: Tensor): [number, number, number] {
     if (x.ndim !== 4 || x.shape[1] !== this.opts.in_chans) {
@@ -120,7 +150,7 @@ export class ViTAdapter extends VisionTransformer {
   forward(x: Tensor, capture?: Capture): [Tensor, Tensor, Tensor, Tensor] {
     const [B, h, w] = this.checkInput(x);
     const D = this.embedDim;
-    const d = deformInputs(h, w, x.device);
+    const d = this.deformInputsFor(h, w, x.device);
     const spm = this.spm.forward(x);
     capture?.('spm.c1', spm.c1);
     capture?.('spm.c2', spm.c2);

@@ -842,6 +842,17 @@ Checked check_inputs(const char* op, const at::Tensor& value, const at::Tensor& 
   return c;
 }
 
+// grad_output of the backward op: defined, (N, Lq, M*D), on value's device.
+void check_grad_output(const char* op, const Dims& g, const at::Tensor& grad_out_in, const at::Tensor& value_in) {
+  TORCH_CHECK(grad_out_in.defined(), op, ": grad_output must be defined");
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == g.N && grad_out_in.size(1) == g.Lq &&
+                  grad_out_in.size(2) == g.M * g.D,
+              op, ": grad_output must be (N, Lq, M*D) = (", g.N, ", ", g.Lq, ", ", g.M * g.D, "), got shape ",
+              shape_str(grad_out_in));
+  TORCH_CHECK(grad_out_in.device() == value_in.device(), op, ": grad_output is on ", grad_out_in.device(),
+              " but value is on ", value_in.device());
+}
+
 bool any_zero(const Dims& g) {
   return g.N == 0 || g.Lq == 0 || g.M == 0 || g.D == 0;
 }
@@ -910,13 +921,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const char* op = "vit_adapter::ms_deform_attn_backward";
   Checked c = check_inputs(op, value_in, spatial_shapes, level_start_index, loc_in, attn_in);
   const Dims g = c.g;
-  TORCH_CHECK(grad_out_in.defined(), op, ": grad_output must be defined");
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == g.N && grad_out_in.size(1) == g.Lq &&
-                  grad_out_in.size(2) == g.M * g.D,
-              op, ": grad_output must be (N, Lq, M*D) = (", g.N, ", ", g.Lq, ", ", g.M * g.D, "), got shape ",
-              shape_str(grad_out_in));
-  TORCH_CHECK(grad_out_in.device() == value_in.device(), op, ": grad_output is on ", grad_out_in.device(),
-              " but value is on ", value_in.device());
+  check_grad_output(op, g, grad_out_in, value_in);
   at::Tensor value = value_in.contiguous();
   at::Tensor loc = loc_in.contiguous();
   at::Tensor attn = attn_in.contiguous();
@@ -1034,13 +1039,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   const char* op = "vit_adapter::ms_deform_attn_backward";
   Checked c = check_inputs(op, value_in, spatial_shapes_in, level_start_index_in, loc_in, attn_in);
   const Dims g = c.g;
-  TORCH_CHECK(grad_out_in.defined(), op, ": grad_output must be defined");
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == g.N && grad_out_in.size(1) == g.Lq &&
-                  grad_out_in.size(2) == g.M * g.D,
-              op, ": grad_output must be (N, Lq, M*D) = (", g.N, ", ", g.Lq, ", ", g.M * g.D, "), got shape ",
-              shape_str(grad_out_in));
-  TORCH_CHECK(grad_out_in.device() == value_in.device(), op, ": grad_output is on ", grad_out_in.device(),
-              " but value is on ", value_in.device());
+  check_grad_output(op, g, grad_out_in, value_in);
   const c10::cuda::CUDAGuard guard(value_in.device());
   at::Tensor value = value_in.contiguous();
   at::Tensor shapes = spatial_shapes_in.contiguous();

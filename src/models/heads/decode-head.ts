@@ -339,7 +339,15 @@ export abstract class DecodeHead extends Module {
   }
 
   /** Logits N×num_classes×h×w at the resolution of the head's output (e.g. stride 4 for UPerHead). */
-  abstract forward(inputs: readonly Tensor[], capture?: Capture): Tensor;
+  /** The feature map fed to `cls_seg` (reported to `capture` under head-specific names, ending with its own). */
+  abstract features(inputs: readonly Tensor[], capture?: Capture): Tensor;
+
+  /** Logits (`cls_seg` of {@link features}). Captures the features' intermediates, plus `logits`. */
+  forward(inputs: readonly Tensor[], capture?: Capture): Tensor {
+    const logits = this.clsSeg(this.features(inputs, capture));
+    capture?.('logits', logits);
+    return logits;
+  }
 
   /**
    * mmseg `losses`: logits resized (bilinear, the head's align_corners) to the label size, then each configured

@@ -67,11 +67,4 @@ export class FCNHead extends DecodeHead {
     capture?.('feat', out);
     return out;
   }
-
-  /** Logits at the selected map's resolution. Captures `feat`, `logits`. */
-  forward(inputs: readonly Tensor[], capture?: Capture): Tensor {
-    const logits = this.clsSeg(this.features(inputs, capture));
-    capture?.('logits', logits);
-    return logits;
-  }
 }

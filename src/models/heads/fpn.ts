@@ -224,11 +224,4 @@ export class FPNHead extends DecodeHead {
     capture?.('feat', out);
     return out;
   }
-
-  /** Logits at the first level's resolution. Captures as {@link features}, plus `logits`. */
-  forward(inputs: readonly Tensor[], capture?: Capture): Tensor {
-    const logits = this.clsSeg(this.features(inputs, capture));
-    capture?.('logits', logits);
-    return logits;
-  }
 }

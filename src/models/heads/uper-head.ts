@@ -107,11 +107,4 @@ export class UPerHead extends DecodeHead {
     capture?.('fpn_out', fused);
     return fused;
   }
-
-  /** Logits at the resolution of the first selected map (stride 4). Captures as {@link features}, plus `logits`. */
-  forward(inputs: readonly Tensor[], capture?: Capture): Tensor {
-    const logits = this.clsSeg(this.features(inputs, capture));
-    capture?.('logits', logits);
-    return logits;
-  }
 }

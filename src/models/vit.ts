@@ -4,7 +4,7 @@
  * optional layer scale and window attention. Module names equal the authors' state-dict keys.
  */
 import {
-  type Tensor, checkpoint, dropout, gelu, interpolate, linspace, ones, pad, scaledDotProductAttention, softmax, zeros,
+  type Tensor, checkpoint, dropout, gelu, scope, interpolate, linspace, ones, pad, scaledDotProductAttention, softmax, zeros,
 } from '../engine/index.js';
 import {
   Conv2d, DropPath, Dropout, Identity, LayerNorm, Linear, Module, ModuleList, type UnaryModule,
@@ -179,6 +179,9 @@ export class Block extends Module {
     return this.inner(x, H, W);
   }
   private inner(x: Tensor, H: number, W: number): Tensor {
+    return scope(() => this.residuals(x, H, W));
+  }
+  private residuals(x: Tensor, H: number, W: number): Tensor {
     this.dropPath.training = this.training;
     let a = this.attn.forward(this.norm1.forward(x), H, W);
     if (this.gamma1) a = a.mul(this.gamma1);

@@ -1,7 +1,7 @@
 /** Standard layers with PyTorch's parameter names, shapes, defaults and initialisation. */
 import {
   type Tensor, adaptiveAvgPool2d, batchNorm, conv2d, convTranspose2d, dropout, empty, gelu, layerNorm, linear,
-  maxPool2d, ones, rand, relu, zeros, scalarTensor,
+  maxPool2d, ones, rand, relu, zeros, scalarTensor, scope,
 } from '../engine/index.js';
 import { Module, type UnaryModule } from './module.js';
 import { fans, kaimingUniform_, normal_, ones_, uniform_, zeros_ } from './init.js';
@@ -214,10 +214,13 @@ export class Sequential extends Module implements UnaryModule {
     super();
     this.layers = layers.map((m, i) => this.registerModule(String(i), m));
   }
+  /** Runs the layers in order; the intermediate results are freed on return. */
   forward(x: Tensor): Tensor {
-    let y = x;
-    for (const m of this.layers) y = m.forward(y);
-    return y;
+    return scope(() => {
+      let y = x;
+      for (const m of this.layers) y = m.forward(y);
+      return y;
+    });
   }
   get length(): number { return this.layers.length; }
   at(i: number): UnaryModule {

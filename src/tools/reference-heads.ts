@@ -25,7 +25,7 @@ export function buildHeadFixture(prefix: string, cfg: Record<string, unknown>, o
       for (let i = 0; io.has(`in${i}`); i++) inputs.push(io.get(`in${i}`)!.to(device));
       if (inputs.length === 0) throw new Error(`${prefix}.io.safetensors has no inputs in0..`);
       const got = new Map<string, Tensor>();
-      const logits = noGrad(() => head.forward(inputs, (n, t) => got.set(n, t)));
+      const logits = noGrad(() => head.forward(inputs, (n, t) => got.set(n, t.keep())));
       got.set('logits', logits);
       const rows: ParityRow[] = [];
       for (const [name, ref] of io) {
@@ -39,6 +39,7 @@ export function buildHeadFixture(prefix: string, cfg: Record<string, unknown>, o
         rows.push({ name, maxRelErr: e, ok: e < tol });
       }
       io.forEach((t) => t.dispose());
+      got.forEach((t) => t.dispose());
       return rows;
     });
   } finally {

@@ -73,7 +73,7 @@ export function checkBackboneFixture(prefix: string, o: CheckReferenceOptions = 
       const input = io.get('input');
       if (!input) throw new Error(`${prefix}.io.safetensors has no "input"`);
       const got = new Map<string, Tensor>();
-      const outs = noGrad(() => model.forward(input.to(device), (n, t) => got.set(n, t)));
+      const outs = noGrad(() => model.forward(input.to(device), (n, t) => got.set(n, t.keep())));
       outs.forEach((t, i) => got.set(`f${i + 1}`, t));
       const rows: ParityRow[] = [];
       for (const [name, ref] of io) {
@@ -82,6 +82,7 @@ export function checkBackboneFixture(prefix: string, o: CheckReferenceOptions = 
         rows.push(g ? row(name, g, ref, tol) : { name, maxRelErr: Number.NaN, ok: false });
       }
       io.forEach((t) => t.dispose());
+      got.forEach((t) => t.dispose());
       return rows;
     });
   } finally {

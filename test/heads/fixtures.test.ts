@@ -44,7 +44,7 @@ function checkParity(t: { diagnostic(msg: string): void }, name: string, cfgKey:
   const io = readStateDict(fixture(`${name}.io.safetensors`));
   const inputs = [0, 1, 2, 3].map((i) => io.get(`in${i}`)!);
   const got = new Map<string, Tensor>();
-  noGrad(() => head.forward(inputs, (n, x) => got.set(n, x)));
+  noGrad(() => head.forward(inputs, (n, x) => got.set(n, x.keep())));
   const refs = [...io.keys()].filter((k) => !/^in\d$/.test(k));
   for (const n of expectedNames) assert.ok(refs.includes(n), `${name}: io file lacks ${n}`);
   const errs: string[] = [];
@@ -110,7 +110,7 @@ test('segmentor_tiny_head: parity at ViT-Adapter-T sizes (when its weights and i
     const inputs = [0, 1, 2, 3].map((i) => io.get(`in${i}`)!);
     noGrad(() => {
       const caps = new Map<string, Tensor>();
-      const logits = model.decode_head.forward(inputs, (n, x) => caps.set(n, x));
+      const logits = model.decode_head.forward(inputs, (n, x) => caps.set(n, x.keep()));
       const aux = model.auxiliaryHeads[0]!.forward(inputs);
       const errs: string[] = [];
       for (const [k, out] of [['logits', logits], ['aux_logits', aux], ['psp_out', caps.get('psp_out')!]] as const) {

@@ -3,7 +3,7 @@
  * deformable attention, followed by a convolutional FFN (ConvFFN: `fc1`, depth-wise 3×3 `dwconv.dwconv` applied per
  * pyramid level, GELU, `fc2`). Keys: `query_norm`, `feat_norm`, `attn`, `ffn`, `ffn_norm`.
  */
-import { type Tensor, cat, checkpoint, dropout, gelu } from '../../engine/index.js';
+import { type Tensor, cat, checkpoint, dropout, gelu, scope } from '../../engine/index.js';
 import { Conv2d, DropPath, Identity, LayerNorm, Linear, Module } from '../../nn/index.js';
 import { MSDeformAttn, type SpatialShapes } from './deformable-attention.js';
 
@@ -87,7 +87,7 @@ export class Extractor extends Module {
     if (this.withCp && this.training) {
       return checkpoint((q, f) => [this.inner(q!, ref, f!, shapes, levelStart, H, W)], [query, feat])[0]!;
     }
-    return this.inner(query, ref, feat, shapes, levelStart, H, W);
+    return scope(() => this.inner(query, ref, feat, shapes, levelStart, H, W));
   }
   private inner(query: Tensor, ref: Tensor, feat: Tensor, shapes: SpatialShapes, levelStart: readonly number[], H: number, W: number): Tensor {
     const a = this.attn.forward(this.query_norm.forward(query), ref, this.feat_norm.forward(feat), shapes, levelStart);

@@ -3,7 +3,7 @@
  * deformable attention; the result is added back gated by a learnable γ (`gamma`, initialised to `init_values`).
  * Keys: `gamma`, `query_norm`, `feat_norm`, `attn`.
  */
-import { type Tensor, checkpoint, full } from '../../engine/index.js';
+import { type Tensor, checkpoint, full, scope } from '../../engine/index.js';
 import { LayerNorm, Module } from '../../nn/index.js';
 import { MSDeformAttn, type SpatialShapes } from './deformable-attention.js';
 
@@ -39,6 +39,6 @@ export class Injector extends Module {
     const inner = (q: Tensor, f: Tensor): Tensor =>
       q.add(this.attn.forward(this.query_norm.forward(q), ref, this.feat_norm.forward(f), shapes, levelStart).mul(this.gamma));
     if (this.withCp && this.training) return checkpoint((q, f) => [inner(q!, f!)], [query, feat])[0]!;
-    return inner(query, feat);
+    return scope(() => inner(query, feat));
   }
 }

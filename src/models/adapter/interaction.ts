@@ -3,7 +3,7 @@
  * ViT blocks runs, then the extractor (and, on the last interaction, two extra extractors) pulls multi-scale
  * features back out. Keys: `injector`, `extractor`, `extra_extractors.{0,1}`.
  */
-import type { Tensor } from '../../engine/index.js';
+import { type Tensor, scope } from '../../engine/index.js';
 import { Module, ModuleList } from '../../nn/index.js';
 import type { VisionTransformer } from '../vit.js';
 import { type SpatialShapes, referencePoints } from './deformable-attention.js';
@@ -75,6 +75,11 @@ export class InteractionBlock extends Module {
 
   /** x: ViT tokens, c: adapter tokens; runs ViT blocks [from, to] of `vit` in between. */
   forward(x: Tensor, c: Tensor, vit: VisionTransformer, from: number, to: number,
+    d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number): { x: Tensor; c: Tensor } {
+    return scope(() => this.run(x, c, vit, from, to, d, H, W));
+  }
+
+  private run(x: Tensor, c: Tensor, vit: VisionTransformer, from: number, to: number,
     d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number): { x: Tensor; c: Tensor } {
     const inj = d.injector;
     const ext = d.extractor;

@@ -38,7 +38,10 @@ export interface ViTAdapterOptions extends ViTOptions {
   variant?: AdapterVariant;
 }
 
-/** Receives named intermediates during a forward (for parity checks and debugging). */
+/**
+ * Receives named intermediates during a forward (for parity checks and debugging). Modules free their
+ * intermediates when they return, so a callback that stores a tensor must `keep()` it (and dispose it when done).
+ */
 export type Capture = (name: string, t: Tensor) => void;
 
 const KNOWN_KEYS = new Set([

@@ -11,7 +11,7 @@
  * requires_grad?, eps?, momentum?}`; `act_cfg` null / `{type:'ReLU', inplace?}`. Anything else is an error.
  */
 import type { Tensor } from '../../engine/index.js';
-import { relu } from '../../engine/index.js';
+import { relu, scope } from '../../engine/index.js';
 import { BatchNorm2d, Conv2d, Module, type UnaryModule } from '../../nn/index.js';
 import { constant_, kaimingNormal_ } from '../../nn/init.js';
 
@@ -164,6 +164,10 @@ export class ConvModule extends Module implements UnaryModule {
   }
 
   forward(x: Tensor): Tensor {
+    return scope(() => this.run(x));
+  }
+
+  private run(x: Tensor): Tensor {
     let y = this.conv.forward(x);
     if (this.bn) {
       if (this.training) {

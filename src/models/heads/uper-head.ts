@@ -5,7 +5,7 @@
  * Keys (registration order, after `conv_seg`): `psp_modules.{i}.1.*` (index 0 is the adaptive pooling, stateless),
  * `bottleneck`, `lateral_convs.{0..L-2}`, `fpn_convs.{0..L-2}`, `fpn_bottleneck`; every one a {@link ConvModule}.
  */
-import { type Tensor, cat } from '../../engine/index.js';
+import { type Tensor, cat, scope } from '../../engine/index.js';
 import { AdaptiveAvgPool2d, ModuleList, Sequential } from '../../nn/index.js';
 import { ConvModule } from './conv-module.js';
 import { type Capture, type DecodeHeadConfig, DecodeHead, resize, spatial } from './decode-head.js';
@@ -74,7 +74,7 @@ export class UPerHead extends DecodeHead {
   /** PPM + bottleneck on the last selected map (`psp_out`). */
   pspForward(inputs: readonly Tensor[], capture?: Capture): Tensor {
     const x = inputs[inputs.length - 1]!;
-    const out = this.bottleneck.forward(cat([x, ...this.psp_modules.forward(x, capture)], 1));
+    const out = scope(() => this.bottleneck.forward(cat([x, ...this.psp_modules.forward(x, capture)], 1)));
     capture?.('psp_out', out);
     return out;
   }
@@ -103,7 +103,8 @@ export class UPerHead extends DecodeHead {
     });
     outs.push(laterals[L - 1]!);
     const size = spatial(outs[0]!);
-    const fused = this.fpn_bottleneck.forward(cat(outs.map((o) => resize(o, size, this.alignCorners)), 1));
+    // the 4·C-channel concatenation at stride 4 is the largest intermediate: freed as soon as the conv has run
+    const fused = scope(() => this.fpn_bottleneck.forward(cat(outs.map((o) => resize(o, size, this.alignCorners)), 1)));
     capture?.('fpn_out', fused);
     return fused;
   }

@@ -7,7 +7,7 @@
  * This file holds the training forward and the single-pass `encodeDecode`; test-time strategies (whole/slide,
  * flip, multi-scale) are built on top of {@link EncoderDecoder.encodeDecode} elsewhere.
  */
-import type { Tensor } from '../../engine/index.js';
+import { type Tensor, scope } from '../../engine/index.js';
 import { Module, ModuleList } from '../../nn/index.js';
 import { ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/index.js';
 import type { Capture } from '../../models/adapter/vit-adapter.js';
@@ -115,8 +115,8 @@ export class EncoderDecoder extends Module {
    * to the input's H×W → N×num_classes×H×W. Uses the current train/eval mode; call `eval()` for inference.
    */
   encodeDecode(img: Tensor, capture?: Capture): Tensor {
-    const x = this.extractFeat(img, capture);
-    return resize(this.decode_head.forward(x, capture), spatial(img), this.alignCorners);
+    // backbone features and head logits are freed once the resized logits exist
+    return scope(() => resize(this.decode_head.forward(this.extractFeat(img, capture), capture), spatial(img), this.alignCorners));
   }
 
   /**

@@ -13,7 +13,6 @@
  * always share one environment).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import {
@@ -24,25 +23,19 @@ import {
   setMsDeformAttnImpl,
 } from '../src/models/adapter/index.js';
 import { type BenchBackboneResult, benchBackbone } from '../src/tools/bench-backbone.js';
+import {
+  type CommonOptions, type MsdaMode, type Ratio, type Stats, OPENBLAS_VARS, Timers as SectionTimers, checkSize,
+  commonFlag, cpuSeconds, envLine, loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats, printRows,
+  pythonProblem, pythonScript, ratio, reporters, runPython as runPythonScript, stats, wrapMethod,
+} from './common.js';
 
 // ---- options -------------------------------------------------------------------------------------------------
 
-type MsdaMode = 'auto' | 'native' | 'composition';
-
-interface Options {
+interface Options extends CommonOptions {
   presets: string[];
-  size: number;
-  repeats: number;
-  warmup: number;
-  threads: number;
-  rounds: number;
   msda: MsdaMode | 'both';
-  profile: boolean;
-  profileRepeats: number;
   python: string | null;
-  pythonExe: string;
   openblasEnv: 'keep' | 'unset';
-  json: boolean;
 }
 
 const USAGE = `usage: node dist/bench/backbone.js [--presets tiny,small] [--size 512] [--repeats 5] [--warmup 1]
@@ -54,32 +47,9 @@ function parseArgs(argv: string[]): Options {
     presets: ['tiny', 'small'], size: 512, repeats: 5, warmup: 1, threads: 0, rounds: 1, msda: 'both', profile: true,
     profileRepeats: 5, python: null, pythonExe: '/usr/bin/python3', openblasEnv: 'keep', json: false,
   };
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const val = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${flag}: missing value`);
-      return v;
-    };
+  parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
       case '--presets': case '--preset': o.presets = val().split(',').map((s) => s.trim()).filter(Boolean); break;
-      case '--size': o.size = int(flag, val(), 32); break;
-      case '--repeats': o.repeats = int(flag, val(), 1); break;
-      case '--warmup': o.warmup = int(flag, val(), 0); break;
-      case '--threads': o.threads = int(flag, val(), 1); break;
-      case '--rounds': o.rounds = int(flag, val(), 1); break;
-      case '--profile-repeats': o.profileRepeats = int(flag, val(), 1); break;
-      case '--no-profile': o.profile = false; break;
-      case '--no-python': o.pythonExe = ''; break;
-      case '--python': o.pythonExe = val(); break;
-      case '--json': o.json = true; break;
       case '--msda': {
         const v = val();
         if (!['auto', 'native', 'composition', 'both'].includes(v)) throw new Error(`--msda: expected auto|native|composition|both, got ${v}`);
@@ -92,15 +62,13 @@ function parseArgs(argv: string[]): Options {
         o.openblasEnv = v;
         break;
       }
-      case '-h': case '--help': console.log(USAGE); process.exit(0);
-      default: throw new Error(`unknown argument ${a}\n${USAGE}`);
+      default: return commonFlag(o, flag, val);
     }
-  }
-  if (o.size % 32) throw new Error(`--size must be a multiple of 32, got ${o.size}`);
+    return true;
+  });
+  checkSize(o.size);
   return o;
 }
-
-const OPENBLAS_VARS = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
 
 /** OpenBLAS reads its environment when the library loads: unsetting needs a fresh process. */
 function reexecWithoutOpenblasEnv(): never {
@@ -113,26 +81,6 @@ function reexecWithoutOpenblasEnv(): never {
 }
 
 // ---- statistics --------------------------------------------------------------------------------------------
-
-/** Wall-clock statistics of the timed forwards, and the median process CPU time (all threads) per forward. */
-interface Stats {
-  median_s: number;
-  min_s: number;
-  max_s: number;
-  times_s: number[];
-  cpu_median_s: number;
-  cpu_times_s: number[];
-}
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function stats(times: number[], cpu: number[]): Stats {
-  const s = [...times].sort((a, b) => a - b);
-  return {
-    median_s: median(times), min_s: s[0]!, max_s: s[s.length - 1]!, times_s: times,
-    cpu_median_s: cpu.length ? median(cpu) : NaN, cpu_times_s: cpu,
-  };
-}
 
 /**
  * Runs `benchBackbone` and also records the process CPU time of each forward it makes, by wrapping
@@ -159,28 +107,9 @@ async function benchBackboneWithCpu(opts: Parameters<typeof benchBackbone>[0]): 
   }
 }
 
-const ms = (s: number): string => (s * 1e3).toFixed(1);
-
 // ---- PyTorch side ------------------------------------------------------------------------------------------
 
-function pythonScript(): string | null {
-  const candidates = [
-    fileURLToPath(new URL('../../bench/torch_vit_adapter.py', import.meta.url)),
-    fileURLToPath(new URL('./torch_vit_adapter.py', import.meta.url)),
-    `${process.cwd()}/bench/torch_vit_adapter.py`,
-  ];
-  return candidates.find((p) => existsSync(p)) ?? null;
-}
-
-/** Why PyTorch cannot run, or null when `python -c "import torch"` works. */
-function pythonProblem(exe: string, script: string | null): string | null {
-  if (!exe) return 'disabled (--no-python)';
-  if (!script) return 'bench/torch_vit_adapter.py not found';
-  const r = spawnSync(exe, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (r.error) return `${exe}: ${r.error.message}`;
-  if (r.status !== 0) return `${exe} -c "import torch" failed: ${(r.stderr || '').trim().split('\n').pop()}`;
-  return null;
-}
+const SCRIPT = 'torch_vit_adapter.py';
 
 interface TorchResult extends Stats {
   preset: string;
@@ -196,13 +125,9 @@ interface TorchResult extends Stats {
 
 /** Runs the PyTorch script once: `bench` times `repeats` forwards, `profile` runs `repeats` profiled forwards. */
 function runPython(o: Options, script: string, preset: string, mode: 'bench' | 'profile', repeats: number): TorchResult {
-  const args = [script, `--${mode}`, '--preset', preset, '--size', String(o.size), '--repeats', String(repeats),
+  const args = [`--${mode}`, '--preset', preset, '--size', String(o.size), '--repeats', String(repeats),
     '--warmup', String(o.warmup), '--threads', String(o.threads), '--json'];
-  const r = spawnSync(o.pythonExe, args, { encoding: 'utf8', env: process.env, maxBuffer: 64 << 20 });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${o.pythonExe} ${args.join(' ')} failed (status ${r.status}):\n${r.stderr}`);
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  return JSON.parse(line) as TorchResult;
+  return JSON.parse(runPythonScript(o.pythonExe, script, args)) as TorchResult;
 }
 
 // ---- TS per-module profile ---------------------------------------------------------------------------------
@@ -218,35 +143,10 @@ const PROFILE_LABELS: Record<string, string> = {
 };
 
 /** Accumulates wall time per section; nested `msda_core` is attributed to the enclosing section. */
-class Timers {
-  /** Wall-clock seconds per section. */
-  readonly acc = new Map<string, number>();
-  /** Process CPU seconds (all threads) per section. */
-  readonly cpu = new Map<string, number>();
-  private readonly stack: string[] = [];
-  time<T>(name: string, fn: () => T): T {
-    const key = name === 'msda_core' ? `${this.stack[this.stack.length - 1] ?? 'unknown'}.msda_core` : name;
-    this.stack.push(name);
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    try {
-      return fn();
-    } finally {
-      this.acc.set(key, (this.acc.get(key) ?? 0) + (performance.now() - t0) / 1000);
-      this.cpu.set(key, (this.cpu.get(key) ?? 0) + cpuSeconds(c0));
-      this.stack.pop();
-    }
+class Timers extends SectionTimers {
+  protected override key(name: string): string {
+    return name === 'msda_core' ? `${this.stack[this.stack.length - 1] ?? 'unknown'}.msda_core` : name;
   }
-  clear(): void {
-    this.acc.clear();
-    this.cpu.clear();
-  }
-}
-
-/** Process CPU seconds (user + system, all threads) since `c0`. */
-function cpuSeconds(c0: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(c0);
-  return (d.user + d.system) / 1e6;
 }
 
 /** Sections of one profiled pass from its per-name seconds and its total seconds. */
@@ -261,20 +161,6 @@ function sections(acc: Map<string, number>, total: number): Record<string, numbe
   p.other = total - Object.values(p).reduce((x, y) => x + y, 0);
   p.total = total;
   return p;
-}
-
-type AnyFn = (...args: never[]) => unknown;
-
-/** Replaces `obj[key]` (a method) on the instance with a timed wrapper; returns the undo function. */
-function wrapMethod<T extends object>(obj: T, key: keyof T & string, timers: Timers, name: string): () => void {
-  const rec = obj as unknown as Record<string, AnyFn>;
-  const hadOwn = Object.prototype.hasOwnProperty.call(obj, key);
-  const orig = rec[key]!;
-  rec[key] = ((...args: never[]) => timers.time(name, () => orig.apply(obj, args))) as AnyFn;
-  return () => {
-    if (hadOwn) rec[key] = orig;
-    else delete rec[key];
-  };
 }
 
 /**
@@ -378,16 +264,8 @@ interface PresetReport {
   torch: TorchResult | null;
   torch_error?: string;
   /** TS / PyTorch by msda mode: median wall time, minimum wall time, median CPU time. */
-  ratios: Record<string, { median: number; min: number; cpu: number }>;
+  ratios: Record<string, Ratio>;
   ts_profile?: TsProfile;
-}
-
-function printRows(rows: string[][], indent: string, rightFrom: number): void {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
-  for (const [i, row] of rows.entries()) {
-    console.log(indent + row.map((cell, c) => (c >= rightFrom ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd());
-    if (i === 0) console.log(indent + widths.map((w) => '-'.repeat(w)).join('  '));
-  }
 }
 
 function printTable(reports: PresetReport[]): void {
@@ -445,21 +323,19 @@ async function main(): Promise<void> {
   if (o.msda === 'both') modes = native ? ['native', 'composition'] : ['composition'];
   else if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
   else modes = [o.msda === 'auto' ? (native ? 'native' : 'composition') : o.msda];
-  const script = pythonScript();
-  const problem = pythonProblem(o.pythonExe, script);
+  const script = pythonScript(SCRIPT);
+  const problem = pythonProblem(o.pythonExe, script, SCRIPT);
   o.python = problem ? null : script;
-  const env = Object.fromEntries(OPENBLAS_VARS.map((k) => [k, process.env[k] ?? null]));
+  const env = openblasEnv();
   const load0 = loadavg();
   const info = backend().info();
-  const log = (s: string): void => { if (!o.json) console.log(s); };
-  const progress = (s: string): void => { if (!o.json) process.stdout.write(s); };
+  const { log, progress } = reporters(o.json);
 
   log(`ViT-Adapter backbone benchmark: ${o.size}x${o.size}, batch 1, ${o.threads} threads, ${o.repeats} timed ` +
     `forwards after ${o.warmup} warm-up, ${o.rounds} round(s); libtorch ${info.torchVersion}`);
-  log(`  environment (shared by both sides): ${OPENBLAS_VARS.map((k) => `${k}=${env[k] ?? '(unset)'}`).join(' ')}` +
+  log(envLine(env) +
     (OPENBLAS_VARS.some((k) => env[k] !== null) ? '  [set: they slow OpenBLAS here; --openblas-env unset to compare]' : '  [not set]'));
-  log(`  machine: ${availableParallelism()} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}` +
-    (load0[0]! > availableParallelism() * 0.5 ? '  [busy: timings are noisy; see the mins ratio, use --rounds]' : ''));
+  log(machineLine(load0, '  [busy: timings are noisy; see the mins ratio, use --rounds]'));
   log(`  native ms_deform_attn kernel: ${native ? 'built in' : 'NOT built into this addon (TS times the grid_sample composition only)'}`);
   log(`  PyTorch: ${problem ? `skipped: ${problem}` : `${o.pythonExe} ${o.python}`}`);
 
@@ -489,16 +365,14 @@ async function main(): Promise<void> {
         }
       }
     }
-    const pool = <T extends Stats>(runs: T[]): T => ({
-      ...runs[0]!, ...stats(runs.flatMap((r) => r.times_s), runs.flatMap((r) => r.cpu_times_s)),
-    });
+    const pool = <T extends Stats>(runs: T[]): T => ({ ...runs[0]!, ...poolStats(runs) });
     const ts = modes.map((m) => pool(tsRuns.get(m)!));
     const torch: TorchResult | null = pyRuns.length ? pool(pyRuns) : null;
     const report: PresetReport = { preset, ts, torch, ratios: {} };
     if (torchError) report.torch_error = torchError;
     if (torch) {
       for (const t of ts) {
-        report.ratios[t.msda] = { median: t.median_s / torch.median_s, min: t.min_s / torch.min_s, cpu: t.cpu_median_s / torch.cpu_median_s };
+        report.ratios[t.msda] = ratio(t, torch)!;
       }
     }
     if (o.profile) {
@@ -535,7 +409,7 @@ async function main(): Promise<void> {
     `Target for tiny: TS/PyTorch <= 0.5.`);
   printTable(reports);
   for (const r of reports) printProfile(r, o.profileRepeats);
-  console.log(`\n  load average at the end: ${load1.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(loadEndLine(load1));
 }
 
 main().catch((e: unknown) => {

@@ -16,10 +16,7 @@
  * PyTorch times `encode_decode` on the same shape, and (`--end-to-end`) normalise + `encode_decode` + softmax +
  * argmax of a uint8 image. `--rounds K` alternates TS and PyTorch K times and pools the timings.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import {
   type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
@@ -28,24 +25,18 @@ import type { UPerHead } from '../src/models/heads/index.js';
 import {
   type EncoderDecoder, type SegConfig, buildSegmentor, loadConfig, segmentImage,
 } from '../src/tasks/segmentation/index.js';
+import {
+  type CommonOptions, type MsdaMode, type Ratio, type Stats, Timers, checkSize, commonFlag, cpuSeconds, envLine,
+  loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats as pool, printRows, pythonProblem, pythonScript,
+  ratio, reporters, runPython as runPythonScript, stats, timeCalls, wrapMethod,
+} from './common.js';
 
 // ---- options -------------------------------------------------------------------------------------------------
 
-type MsdaMode = 'auto' | 'native' | 'composition';
-
-interface Options {
+interface Options extends CommonOptions {
   config: string;
-  size: number;
-  repeats: number;
-  warmup: number;
-  threads: number;
-  rounds: number;
   msda: MsdaMode;
-  profile: boolean;
-  profileRepeats: number;
   e2e: boolean;
-  pythonExe: string;
-  json: boolean;
 }
 
 const USAGE = `usage: node dist/bench/segmentor.js [--size 512] [--repeats 5] [--warmup 1] [--threads N] [--rounds K]
@@ -57,95 +48,23 @@ function parseArgs(argv: string[]): Options {
     config: 'upernet_deit_adapter_tiny_512_160k_ade20k', size: 512, repeats: 5, warmup: 1, threads: 0, rounds: 1,
     msda: 'auto', profile: true, profileRepeats: 5, e2e: true, pythonExe: '/usr/bin/python3', json: false,
   };
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const val = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${flag}: missing value`);
-      return v;
-    };
+  parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
       case '--config': o.config = val(); break;
-      case '--size': o.size = int(flag, val(), 32); break;
-      case '--repeats': o.repeats = int(flag, val(), 1); break;
-      case '--warmup': o.warmup = int(flag, val(), 0); break;
-      case '--threads': o.threads = int(flag, val(), 1); break;
-      case '--rounds': o.rounds = int(flag, val(), 1); break;
-      case '--profile-repeats': o.profileRepeats = int(flag, val(), 1); break;
-      case '--no-profile': o.profile = false; break;
       case '--no-e2e': o.e2e = false; break;
-      case '--no-python': o.pythonExe = ''; break;
-      case '--python': o.pythonExe = val(); break;
-      case '--json': o.json = true; break;
       case '--msda': {
         const v = val();
         if (v !== 'auto' && v !== 'native' && v !== 'composition') throw new Error(`--msda: expected auto|native|composition, got ${v}`);
         o.msda = v;
         break;
       }
-      case '-h': case '--help': console.log(USAGE); process.exit(0);
-      default: throw new Error(`unknown argument ${a}\n${USAGE}`);
+      default: return commonFlag(o, flag, val);
     }
-  }
-  if (o.size % 32) throw new Error(`--size must be a multiple of 32, got ${o.size}`);
+    return true;
+  });
+  checkSize(o.size);
   return o;
 }
-
-const OPENBLAS_VARS = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
-
-// ---- statistics --------------------------------------------------------------------------------------------
-
-/** Wall-clock statistics of the timed passes, and the median process CPU time (all threads) per pass. */
-interface Stats {
-  median_s: number;
-  min_s: number;
-  max_s: number;
-  times_s: number[];
-  cpu_median_s: number;
-  cpu_times_s: number[];
-}
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function stats(times: number[], cpu: number[]): Stats {
-  const s = [...times].sort((a, b) => a - b);
-  return {
-    median_s: median(times), min_s: s[0]!, max_s: s[s.length - 1]!, times_s: times,
-    cpu_median_s: cpu.length ? median(cpu) : NaN, cpu_times_s: cpu,
-  };
-}
-
-const pool = (runs: Stats[]): Stats => stats(runs.flatMap((r) => r.times_s), runs.flatMap((r) => r.cpu_times_s));
-
-/** Process CPU seconds (user + system, all threads) since `c0`. */
-function cpuSeconds(c0: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(c0);
-  return (d.user + d.system) / 1e6;
-}
-
-/** Times `fn` `repeats` times after `warmup` untimed calls: wall and process CPU seconds per call. */
-function timeCalls(fn: () => void, repeats: number, warmup: number): Stats {
-  for (let i = 0; i < warmup; i++) fn();
-  const times: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    fn();
-    cpu.push(cpuSeconds(c0));
-    times.push((performance.now() - t0) / 1000);
-  }
-  return stats(times, cpu);
-}
-
-const ms = (s: number | undefined): string => (s === undefined || !Number.isFinite(s) ? '-' : (s * 1e3).toFixed(1));
 
 // ---- the TypeScript model ----------------------------------------------------------------------------------
 
@@ -174,41 +93,6 @@ function inferenceParameters(model: EncoderDecoder): number {
 }
 
 // ---- profile -------------------------------------------------------------------------------------------------
-
-/** Accumulated wall and process CPU seconds per section name (nested sections each count their own time). */
-class Timers {
-  readonly acc = new Map<string, number>();
-  readonly cpu = new Map<string, number>();
-  time<T>(name: string, fn: () => T): T {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    try {
-      return fn();
-    } finally {
-      this.acc.set(name, (this.acc.get(name) ?? 0) + (performance.now() - t0) / 1000);
-      this.cpu.set(name, (this.cpu.get(name) ?? 0) + cpuSeconds(c0));
-    }
-  }
-  clear(): void {
-    this.acc.clear();
-    this.cpu.clear();
-  }
-}
-
-type AnyFn = (...args: never[]) => unknown;
-
-/** Replaces `obj[key]` (a method) on the instance with a timed wrapper; returns the undo function. */
-function wrapMethod(obj: object, key: string, timers: Timers, name: string): () => void {
-  const rec = obj as unknown as Record<string, AnyFn>;
-  const hadOwn = Object.prototype.hasOwnProperty.call(obj, key);
-  const orig = rec[key];
-  if (typeof orig !== 'function') throw new Error(`profile: ${obj.constructor.name}.${key} is not a method (src changed? update bench/segmentor.ts)`);
-  rec[key] = ((...args: never[]) => timers.time(name, () => orig.apply(obj, args))) as AnyFn;
-  return () => {
-    if (hadOwn) rec[key] = orig;
-    else delete rec[key];
-  };
-}
 
 /** Sections of one profiled pass (the same keys as torch_segmentor.py's `sections`). */
 function sections(acc: ReadonlyMap<string, number>, total: number): Record<string, number> {
@@ -293,24 +177,7 @@ function profileTs(model: EncoderDecoder, input: Tensor, o: Options): Profile & 
 
 // ---- PyTorch side ------------------------------------------------------------------------------------------
 
-function pythonScript(): string | null {
-  const candidates = [
-    fileURLToPath(new URL('../../bench/torch_segmentor.py', import.meta.url)),
-    fileURLToPath(new URL('./torch_segmentor.py', import.meta.url)),
-    `${process.cwd()}/bench/torch_segmentor.py`,
-  ];
-  return candidates.find((p) => existsSync(p)) ?? null;
-}
-
-/** Why PyTorch cannot run, or null when `python -c "import torch"` works. */
-function pythonProblem(exe: string, script: string | null): string | null {
-  if (!exe) return 'disabled (--no-python)';
-  if (!script) return 'bench/torch_segmentor.py not found';
-  const r = spawnSync(exe, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (r.error) return `${exe}: ${r.error.message}`;
-  if (r.status !== 0) return `${exe} -c "import torch" failed: ${(r.stderr || '').trim().split('\n').pop()}`;
-  return null;
-}
+const SCRIPT = 'torch_segmentor.py';
 
 interface TorchResult extends Stats {
   size: number;
@@ -328,13 +195,7 @@ interface TorchResult extends Stats {
   profile_cpu_s?: Record<string, number>;
 }
 
-function runPython(o: Options, script: string, args: string[]): string {
-  const all = [script, ...args];
-  const r = spawnSync(o.pythonExe, all, { encoding: 'utf8', env: process.env, maxBuffer: 64 << 20 });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${o.pythonExe} ${all.join(' ')} failed (status ${r.status}):\n${r.stderr}`);
-  return r.stdout.trim().split('\n').pop() ?? '';
-}
+const runPython = (o: Options, script: string, args: string[]): string => runPythonScript(o.pythonExe, script, args);
 
 function pythonTiming(o: Options, script: string, mode: 'bench' | 'profile'): TorchResult {
   const args = [`--${mode}`, '--preset', 'tiny', '--size', String(o.size),
@@ -363,19 +224,6 @@ function compareStateDicts(o: Options, script: string, model: EncoderDecoder): {
 
 // ---- output --------------------------------------------------------------------------------------------------
 
-function printRows(rows: string[][], indent: string, rightFrom: number): void {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
-  for (const [i, row] of rows.entries()) {
-    console.log(indent + row.map((cell, c) => (c >= rightFrom ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd());
-    if (i === 0) console.log(indent + widths.map((w) => '-'.repeat(w)).join('  '));
-  }
-}
-
-interface Ratio { median: number; min: number; cpu: number }
-
-const ratio = (a: Stats, b: Stats | null): Ratio | null =>
-  (b ? { median: a.median_s / b.median_s, min: a.min_s / b.min_s, cpu: a.cpu_median_s / b.cpu_median_s } : null);
-
 function e2eStats(t: TorchResult): Stats | null {
   if (t.e2e_times_s === undefined) return null;
   return stats(t.e2e_times_s, t.e2e_cpu_times_s ?? []);
@@ -391,14 +239,13 @@ async function main(): Promise<void> {
   if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
   setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');
   const msda = o.msda === 'auto' ? (native ? 'native' : 'composition') : o.msda;
-  const script = pythonScript();
-  const problem = pythonProblem(o.pythonExe, script);
+  const script = pythonScript(SCRIPT);
+  const problem = pythonProblem(o.pythonExe, script, SCRIPT);
   const python = problem ? null : script;
-  const env = Object.fromEntries(OPENBLAS_VARS.map((k) => [k, process.env[k] ?? null]));
+  const env = openblasEnv();
   const load0 = loadavg();
   const info = backend().info();
-  const log = (s: string): void => { if (!o.json) console.log(s); };
-  const progress = (s: string): void => { if (!o.json) process.stdout.write(s); };
+  const { log, progress } = reporters(o.json);
 
   const config = benchConfig(o);
   manualSeed(0);
@@ -412,9 +259,8 @@ async function main(): Promise<void> {
     `${o.rounds} round(s); libtorch ${info.torchVersion}`);
   log(`  TS model: ${(nParams / 1e6).toFixed(2)} M parameters without the auxiliary head (unused at inference); ` +
     `deformable attention: ${msda}${msda === 'native' ? ' kernel (PyTorch uses the grid_sample composition; --msda composition for the same algorithm)' : ' (grid_sample composition, as PyTorch)'}`);
-  log(`  environment (shared by both sides): ${OPENBLAS_VARS.map((k) => `${k}=${env[k] ?? '(unset)'}`).join(' ')}`);
-  log(`  machine: ${availableParallelism()} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}` +
-    (load0[0]! > availableParallelism() * 0.5 ? '  [busy: timings are noisy; compare the mins, use --rounds]' : ''));
+  log(envLine(env));
+  log(machineLine(load0, '  [busy: timings are noisy; compare the mins, use --rounds]'));
   log(`  PyTorch: ${problem ? `skipped: ${problem}` : `${o.pythonExe} ${python}`}`);
 
   let stateDict: ReturnType<typeof compareStateDicts> | null = null;
@@ -540,7 +386,7 @@ async function main(): Promise<void> {
       }
       printRows(prow, '    ', 1);
     }
-    console.log(`\n  load average at the end: ${load1.map((x) => x.toFixed(2)).join(' ')}`);
+    console.log(loadEndLine(load1));
   } finally {
     setMsDeformAttnImpl(null);
     model.dispose();

@@ -26,48 +26,26 @@ The auxiliary head exists for key parity only: inference never runs it.
   /usr/bin/python3 bench/torch_segmentor.py --keys
 """
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_vit_adapter import PRESETS, ViTAdapter, openblas_env, read_safetensors  # noqa: E402
+from torch_common import (  # noqa: E402
+    Profiler, add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary,
+    time_calls)
+from torch_vit_adapter import PRESETS, ViTAdapter  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
 # profiling: wall-clock and process CPU time per named section (CPU ops are synchronous)
 
-
-class Sections:
-    def __init__(self):
-        self.enabled = False
-        self.acc = {}
-        self.cpu = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name):
-        if not self.enabled:
-            yield
-            return
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.acc[name] = self.acc.get(name, 0.0) + time.perf_counter() - t0
-            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
-
-    def reset(self):
-        self.acc = {}
-        self.cpu = {}
-
-
-SECTION = Sections()
+PROF = Profiler()
+SECTION = PROF.section
 
 # ----------------------------------------------------------------------------------------------------------------
 # mmseg heads
@@ -289,19 +267,6 @@ def _strip(sd, prefix):
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _load_strict(head, sd, where):
-    own = head.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise SystemExit(f'{where}: state dict mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}')
-    sd = dict(sd)
-    for k in own:
-        if k.endswith('num_batches_tracked') and k not in sd:
-            sd[k] = own[k]
-    head.load_state_dict(sd, strict=True)
-
-
 def check_keys(prefix, cfg):
     """No weights shipped: the model's full state-dict key list, order and shapes against the fixture's."""
     name = os.path.basename(prefix)
@@ -337,7 +302,7 @@ def check_head(prefix):
     attrs = [k for k in ('decode_head', 'auxiliary_head') if k in cfg]
     for attr in attrs:
         head = build_head(cfg[attr]).float().eval()
-        _load_strict(head, _strip(weights, attr + '.'), f'{name}: {attr}')
+        load_strict(head, _strip(weights, attr + '.'), f'{name}: {attr}')
         captured = {}
         inputs = [io[f'in{i}'].float() for i in range(4)]
         with torch.no_grad():
@@ -352,12 +317,8 @@ def check_head(prefix):
         for k in sorted(keys, key=lambda k: (k != out_key, k)):
             if k not in captured:
                 continue
-            ref = io[k].double()
-            out = captured[k].double()
-            if tuple(out.shape) != tuple(ref.shape):
-                raise SystemExit(f'{name}: {k}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}')
-            results.append((k, ((out - ref).abs().max() / ref.abs().max()).item(), (out - ref).abs().max().item(),
-                            k == out_key))
+            rel, diff = compare(name, k, captured[k], io[k])
+            results.append((k, rel, diff, k == out_key))
     worst = max(r for _, r, _, main in results if main)
     ok = worst < 1e-4
     mains = [r for r in results if r[3]]
@@ -390,26 +351,6 @@ def predict(model, image_u8):
     return torch.softmax(logits, 1).argmax(1).to(torch.uint8).numpy()
 
 
-def time_calls(fn, repeats, warmup):
-    """Wall-clock and process CPU seconds of each timed call."""
-    times, cpu = [], []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if i >= warmup:
-                times.append(dt)
-                cpu.append(dc)
-    return times, cpu
-
-
-def summary(times, cpu, prefix=''):
-    s = sorted(times)
-    return {f'{prefix}median_s': s[len(s) // 2], f'{prefix}min_s': s[0], f'{prefix}max_s': s[-1],
-            f'{prefix}times_s': times, f'{prefix}cpu_median_s': sorted(cpu)[len(cpu) // 2], f'{prefix}cpu_times_s': cpu}
-
-
 PROFILE_ORDER = ['backbone', 'head.psp', 'head.laterals', 'head.fpn_convs', 'head.fpn_bottleneck.conv',
                  'head.fpn_bottleneck.bn_relu', 'head.conv_seg', 'head.other', 'head', 'resize', 'other']
 
@@ -433,21 +374,7 @@ def sections(acc, total):
 def profile(model, x, repeats, warmup):
     """Per-section (wall, process CPU) seconds of one encode_decode: the fastest of `repeats` passes."""
     time_calls(lambda: model.encode_decode(x), 0, warmup)
-    SECTION.enabled = True
-    best = None
-    try:
-        with torch.no_grad():
-            for _ in range(repeats):
-                SECTION.reset()
-                t0, c0 = time.perf_counter(), time.process_time()
-                model.encode_decode(x)
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-                # keep the least disturbed pass: its sections add up to its total
-                if best is None or wall < best[0]['total']:
-                    best = (sections(SECTION.acc, wall), sections(SECTION.cpu, cpu))
-    finally:
-        SECTION.enabled = False
-    return best
+    return fastest_pass(PROF, lambda: model.encode_decode(x), repeats, sections)
 
 
 def main():
@@ -460,9 +387,7 @@ def main():
     ap.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
     ap.add_argument('--num-classes', type=int, default=150)
     ap.add_argument('--size', type=int, default=512)
-    ap.add_argument('--repeats', type=int, default=5)
-    ap.add_argument('--warmup', type=int, default=1)
-    ap.add_argument('--threads', type=int, default=None)
+    add_timing_args(ap)
     ap.add_argument('--keys', action='store_true',
                     help='print the segmentor state dict as one JSON object {key: shape} (for the TS side to compare)')
     ap.add_argument('--json', action='store_true', help='print one JSON object')
@@ -499,9 +424,7 @@ def main():
     print(f'PyTorch {result["torch_version"]} ViT-Adapter-{a.preset} + UperNet, whole mode, 1x3x{a.size}x{a.size}, '
           f'{result["threads"]} threads, {n_inf / 1e6:.2f} M parameters (without the auxiliary head), env {result["env"]}')
     if a.bench:
-        print(f'  encode_decode: median {result["median_s"] * 1e3:.1f} ms  min {result["min_s"] * 1e3:.1f}  '
-              f'max {result["max_s"] * 1e3:.1f}  ({a.repeats} runs); process CPU time median '
-              f'{result["cpu_median_s"] * 1e3:.1f} ms')
+        print(f'  encode_decode: {bench_line(result, a.repeats)}')
         if a.end_to_end:
             print(f'  end to end (normalise + encode_decode + softmax + argmax): median '
                   f'{result["e2e_median_s"] * 1e3:.1f} ms  min {result["e2e_min_s"] * 1e3:.1f}  '

@@ -16,71 +16,19 @@ import contextlib
 import json
 import math
 import os
-import struct
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# ----------------------------------------------------------------------------------------------------------------
-# safetensors reader (8-byte little-endian header length, JSON header, raw little-endian data)
-
-_ST_DTYPES = {
-    'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
-    'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8, 'BOOL': torch.bool,
-}
-
-
-def read_safetensors(path):
-    """Returns ({name: tensor}, metadata) for a safetensors file."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    (n,) = struct.unpack('<Q', data[:8])
-    header = json.loads(data[8:8 + n].decode('utf-8'))
-    meta = header.pop('__metadata__', {}) or {}
-    buf = bytearray(data[8 + n:])
-    out = {}
-    for name, info in header.items():
-        dtype = _ST_DTYPES[info['dtype']]
-        begin, end = info['data_offsets']
-        count = math.prod(info['shape'])
-        itemsize = torch.tensor([], dtype=dtype).element_size()
-        if end - begin != count * itemsize:
-            raise ValueError(f'{path}: {name}: {end - begin} bytes for shape {info["shape"]} {info["dtype"]}')
-        t = torch.frombuffer(buf, dtype=dtype, count=count, offset=begin) if count else torch.empty(0, dtype=dtype)
-        out[name] = t.reshape(info['shape']).clone()
-    return out, meta
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_common import (  # noqa: E402
+    Profiler, add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary,
+    time_calls)
 
 # ----------------------------------------------------------------------------------------------------------------
-# profiling: accumulating wall-clock timers (CPU ops are synchronous)
-
-class Profiler:
-    """Wall-clock and process CPU time (all threads) per named section."""
-
-    def __init__(self):
-        self.enabled = False
-        self.acc = {}
-        self.cpu = {}
-
-    @contextlib.contextmanager
-    def section(self, name):
-        if not self.enabled:
-            yield
-            return
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.acc[name] = self.acc.get(name, 0.0) + time.perf_counter() - t0
-            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
-
-    def reset(self):
-        self.acc = {}
-        self.cpu = {}
-
+# profiling: section timers (bench/torch_common.py), on only while profiling
 
 PROF = Profiler()
 
@@ -520,11 +468,6 @@ PRESETS = {
 # modes
 
 
-def openblas_env():
-    return {k: os.environ.get(k) for k in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS',
-                                          'OMP_NUM_THREADS')}
-
-
 def check(prefix):
     """Builds the fixture's model, loads its weights strictly, compares f1..f4 (and intermediates)."""
     with open(prefix + '.json') as f:
@@ -532,16 +475,7 @@ def check(prefix):
     weights, _ = read_safetensors(prefix + '.weights.safetensors')
     io, _ = read_safetensors(prefix + '.io.safetensors')
     model = ViTAdapter(**cfg['kwargs'], variant=cfg.get('variant', 'segmentation')).float().eval()
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in weights if k not in own]
-    if missing or unexpected:
-        raise SystemExit(f'{prefix}: state dict mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}')
-    sd = dict(weights)
-    for k in own:  # BatchNorm counters are optional in the fixtures, as in PyTorch's own loader
-        if k.endswith('num_batches_tracked') and k not in sd:
-            sd[k] = own[k]
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, weights, prefix)
     captured = {}
     with torch.no_grad():
         outs = model(io['input'].float(), capture=lambda n, t: captured.__setitem__(n, t))
@@ -553,11 +487,7 @@ def check(prefix):
     for k in ('f1', 'f2', 'f3', 'f4') + tuple(sorted(k for k in io if k not in ('input', 'f1', 'f2', 'f3', 'f4'))):
         if k not in captured:
             continue
-        ref = io[k].double()
-        out = captured[k].double()
-        if tuple(out.shape) != tuple(ref.shape):
-            raise SystemExit(f'{name}: {k}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}')
-        rel = ((out - ref).abs().max() / ref.abs().max()).item()
+        rel, _ = compare(name, k, captured[k], io[k])
         rows.append((k, rel))
         if k in ('f1', 'f2', 'f3', 'f4'):
             worst = max(worst, rel)
@@ -576,22 +506,7 @@ def build(preset, seed=0):
 
 def time_forwards(model, x, repeats, warmup):
     """Wall-clock and process CPU seconds of each timed forward."""
-    times, cpu = [], []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            model(x)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if i >= warmup:
-                times.append(dt)
-                cpu.append(dc)
-    return times, cpu
-
-
-def summary(times, cpu):
-    s = sorted(times)
-    return dict(median_s=s[len(s) // 2], min_s=s[0], max_s=s[-1], times_s=times,
-                cpu_median_s=sorted(cpu)[len(cpu) // 2], cpu_times_s=cpu)
+    return time_calls(lambda: model(x), repeats, warmup)
 
 
 PROFILE_ORDER = ['embed', 'spm', 'vit_blocks', 'injector.msda_core', 'injector.rest', 'extractor.msda_core',
@@ -614,22 +529,10 @@ def profile(model, x, repeats, warmup):
         finally:
             stack.pop()
     PROF.section = section
-    PROF.enabled = True
-    best = None
     try:
-        with torch.no_grad():
-            for _ in range(repeats):
-                PROF.reset()
-                t0, c0 = time.perf_counter(), time.process_time()
-                model(x)
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-                # keep the least disturbed pass (smallest wall total): its sections add up to its total
-                if best is None or wall < best[0]['total']:
-                    best = (sections(PROF.acc, wall), sections(PROF.cpu, cpu))
+        return fastest_pass(PROF, lambda: model(x), repeats, sections)
     finally:
-        PROF.enabled = False
         PROF.section = orig_section
-    return best
 
 
 def sections(acc, total):
@@ -654,9 +557,7 @@ def main():
     ap.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
     ap.add_argument('--size', type=int, default=512)
     ap.add_argument('--batch', type=int, default=1)
-    ap.add_argument('--repeats', type=int, default=5)
-    ap.add_argument('--warmup', type=int, default=1)
-    ap.add_argument('--threads', type=int, default=None)
+    add_timing_args(ap)
     ap.add_argument('--json', action='store_true', help='print one JSON object')
     a = ap.parse_args()
     if a.threads:
@@ -684,9 +585,7 @@ def main():
     print(f'PyTorch {result["torch_version"]} ViT-Adapter-{a.preset} {a.batch}x3x{a.size}x{a.size}, '
           f'{result["threads"]} threads, {result["num_parameters"] / 1e6:.2f} M parameters, env {result["env"]}')
     if a.bench:
-        print(f'  median {result["median_s"] * 1e3:.1f} ms  min {result["min_s"] * 1e3:.1f}  '
-              f'max {result["max_s"] * 1e3:.1f}  ({a.repeats} runs); process CPU time median '
-              f'{result["cpu_median_s"] * 1e3:.1f} ms')
+        print(f'  {bench_line(result, a.repeats)}')
     if a.profile:
         p, c = result['profile_s'], result['profile_cpu_s']
         print(f'  {"section":<22} {"wall ms":>9}  {"%":>5}  {"CPU ms":>9}  {"%":>5}')

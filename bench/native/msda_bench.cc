@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "../../native/test/msda_harness.h"
+
 #include <time.h>
 
 #include <algorithm>
@@ -23,10 +25,6 @@ const char* cpu_isa_name();
 }
 
 namespace {
-using FwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&);
-using BwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                               const at::Tensor&, const at::Tensor&, const at::Tensor&);
 
 double cpu_ms() {
   timespec ts;
@@ -43,20 +41,13 @@ void stats(const char* what, std::vector<double> t, std::vector<double> c) {
 }
 
 void run(const char* name, int64_t Lq, std::vector<std::pair<int64_t, int64_t>> hw, int iters) {
-  static const auto fwd =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_forward", "").typed<FwdSig>();
-  static const auto bwd =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_backward", "").typed<BwdSig>();
+  const auto& fwd = vita_msda_harness::forward_op();
+  const auto& bwd = vita_msda_harness::backward_op();
   const int64_t N = 1, M = 6, D = 32, P = 4, L = static_cast<int64_t>(hw.size());
-  std::vector<int64_t> sh, st;
-  int64_t S = 0;
-  for (auto& p : hw) {
-    sh.push_back(p.first);
-    sh.push_back(p.second);
-    st.push_back(S);
-    S += p.first * p.second;
-  }
-  at::Tensor shapes = at::tensor(sh, at::kLong).view({L, 2}), starts = at::tensor(st, at::kLong);
+  const vita_msda_harness::Levels lv = vita_msda_harness::make_levels(hw);
+  const int64_t S = lv.S;
+  const at::Tensor& shapes = lv.shapes;
+  const at::Tensor& starts = lv.starts;
   at::Tensor value = at::randn({N, S, M, D});
   at::Tensor loc = (at::rand({N, Lq, 1, 1, 1, 2}) + at::randn({N, Lq, M, L, P, 2}) * 0.05).contiguous();
   at::Tensor attn = at::softmax(at::randn({N, Lq, M, L * P}), -1).view({N, Lq, M, L, P});

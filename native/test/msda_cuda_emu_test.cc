@@ -13,6 +13,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "msda_harness.h"
+
 #include <cstdio>
 #include <string>
 #include <tuple>
@@ -21,10 +23,6 @@
 
 namespace {
 
-using FwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&);
-using BwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                               const at::Tensor&, const at::Tensor&, const at::Tensor&);
 
 int failures = 0;
 
@@ -45,20 +43,13 @@ vita_msda_cuda::DType dtype_of(at::ScalarType t) {
 
 void run_case(at::ScalarType dt, int64_t N, int64_t M, int64_t D, int64_t Lq, int64_t P,
               const std::vector<std::pair<int64_t, int64_t>>& hw, double tol) {
-  static const auto fwd =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_forward", "").typed<FwdSig>();
-  static const auto bwd =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_backward", "").typed<BwdSig>();
+  const auto& fwd = vita_msda_harness::forward_op();
+  const auto& bwd = vita_msda_harness::backward_op();
   const int64_t L = static_cast<int64_t>(hw.size());
-  std::vector<int64_t> sh, st;
-  int64_t S = 0;
-  for (auto& p : hw) {
-    sh.push_back(p.first);
-    sh.push_back(p.second);
-    st.push_back(S);
-    S += p.first * p.second;
-  }
-  at::Tensor shapes = at::tensor(sh, at::kLong).view({L, 2}), starts = at::tensor(st, at::kLong);
+  const vita_msda_harness::Levels lv = vita_msda_harness::make_levels(hw);
+  const int64_t S = lv.S;
+  const at::Tensor& shapes = lv.shapes;
+  const at::Tensor& starts = lv.starts;
   at::Tensor value = at::randn({N, S, M, D}, at::kDouble).to(dt);
   at::Tensor loc = (at::rand({N, Lq, M, L, P, 2}, at::kDouble) * 1.5 - 0.25);
   // A few exact pixel centres, the x = -1 line and far-outside points (level 0 has a power-of-two width, so that

@@ -15,6 +15,8 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+
+#include "msda_harness.h"
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -36,29 +38,19 @@ namespace {
 
 int g_failures = 0;
 
-using FwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&);
-using BwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                               const at::Tensor&, const at::Tensor&, const at::Tensor&);
 
 at::Tensor op_msda(const at::Tensor& v, const at::Tensor& sh, const at::Tensor& st, const at::Tensor& loc,
                    const at::Tensor& w) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn", "").typed<FwdSig>();
-  return op.call(v, sh, st, loc, w);
+  return vita_msda_harness::msda_op().call(v, sh, st, loc, w);
 }
 at::Tensor op_forward(const at::Tensor& v, const at::Tensor& sh, const at::Tensor& st, const at::Tensor& loc,
                       const at::Tensor& w) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_forward", "").typed<FwdSig>();
-  return op.call(v, sh, st, loc, w);
+  return vita_msda_harness::forward_op().call(v, sh, st, loc, w);
 }
 std::tuple<at::Tensor, at::Tensor, at::Tensor> op_backward(const at::Tensor& v, const at::Tensor& sh,
                                                            const at::Tensor& st, const at::Tensor& loc,
                                                            const at::Tensor& w, const at::Tensor& g) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("vit_adapter::ms_deform_attn_backward", "").typed<BwdSig>();
-  return op.call(v, sh, st, loc, w, g);
+  return vita_msda_harness::backward_op().call(v, sh, st, loc, w, g);
 }
 
 // Reference: per level, value -> (N*M, D, H, W), grid 2*loc-1 -> (N*M, Lq, P, 2), grid_sampler_2d ->
@@ -94,17 +86,11 @@ Problem make_problem(int64_t N, int64_t M, int64_t D, int64_t Lq, int64_t P,
   Problem pr;
   pr.hw = hw;
   const int64_t L = static_cast<int64_t>(hw.size());
-  std::vector<int64_t> sh, st;
-  int64_t S = 0;
-  for (auto& p : hw) {
-    sh.push_back(p.first);
-    sh.push_back(p.second);
-    st.push_back(S);
-    S += p.first * p.second;
-  }
+  const vita_msda_harness::Levels lv = vita_msda_harness::make_levels(hw);
+  const int64_t S = lv.S;
   auto opts = at::TensorOptions().dtype(dt);
-  pr.shapes = at::tensor(sh, at::kLong).view({L, 2});
-  pr.starts = at::tensor(st, at::kLong);
+  pr.shapes = lv.shapes;
+  pr.starts = lv.starts;
   pr.value = at::randn({N, S, M, D}, opts);
   pr.loc = at::rand({N, Lq, M, L, P, 2}, at::kDouble) * 1.5 - 0.25;
   pr.attn = at::rand({N, Lq, M, L, P}, at::kDouble);

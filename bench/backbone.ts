@@ -16,11 +16,10 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import {
-  type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads, softmax, tensor,
+  type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
 import {
-  MSDeformAttn, type SpatialShapes, ViTAdapter, backbonePreset, hasNativeMsDeformAttn, msDeformAttnCore,
-  setMsDeformAttnImpl,
+  type MSDeformAttn, ViTAdapter, backbonePreset, hasNativeMsDeformAttn, setMsDeformAttnImpl,
 } from '../src/models/adapter/index.js';
 import { type BenchBackboneResult, benchBackbone } from '../src/tools/bench-backbone.js';
 import {
@@ -164,29 +163,11 @@ function sections(acc: Map<string, number>, total: number): Record<string, numbe
 }
 
 /**
- * Times the deformable-attention core inside an `MSDeformAttn` instance: its forward is replaced by the same
- * computation (projections, offsets, softmax, locations, core, output projection) with a timer around
- * `msDeformAttnCore`. The profiler checks that the patched model's outputs equal the unpatched ones.
+ * Times the deformable-attention core inside an `MSDeformAttn` instance by wrapping its `core` method. The profiler
+ * checks that the patched model's outputs equal the unpatched ones.
  */
 function patchMsda(m: MSDeformAttn, timers: Timers): () => void {
-  const rec = m as unknown as Record<string, unknown>;
-  rec.forward = (query: Tensor, referencePoints: Tensor, input: Tensor, shapes: SpatialShapes,
-    levelStart: readonly number[]): Tensor => {
-    const [N, Lq] = query.shape as [number, number];
-    const S = input.shape[1]!;
-    const M = m.nHeads;
-    const L = m.nLevels;
-    const P = m.nPoints;
-    const value = m.value_proj.forward(input).view(N, S, M, m.valueDim / M);
-    const offsets = m.sampling_offsets.forward(query).view(N, Lq, M, L, P, 2);
-    const weights = softmax(m.attention_weights.forward(query).view(N, Lq, M, L * P), -1).view(N, Lq, M, L, P);
-    const norm = tensor(shapes.flatMap(([h, w]) => [w, h]), { shape: [1, 1, 1, L, 1, 2], dtype: query.dtype, device: query.device });
-    const ref = referencePoints.reshape(referencePoints.shape[0]!, Lq, 1, 1, 1, 2);
-    const locations = ref.add(offsets.div(norm));
-    const out = timers.time('msda_core', () => msDeformAttnCore(value, shapes, levelStart, locations, weights));
-    return m.output_proj.forward(out);
-  };
-  return () => { delete rec.forward; };
+  return wrapMethod(m, 'core', timers, 'msda_core');
 }
 
 interface TsProfile {

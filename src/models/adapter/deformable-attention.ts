@@ -128,8 +128,12 @@ export class MSDeformAttn extends Module {
     const norm = tensor(shapes.flatMap(([h, w]) => [w, h]), { shape: [1, 1, 1, L, 1, 2], dtype: query.dtype, device: query.device });
     const ref = referencePoints.reshape(referencePoints.shape[0]!, Lq, 1, 1, 1, 2);
     const locations = ref.add(offsets.div(norm));
-    const out = msDeformAttnCore(value, shapes, levelStart, locations, weights);
-    return this.output_proj.forward(out);
+    return this.output_proj.forward(this.core(value, shapes, levelStart, locations, weights));
+  }
+
+  /** The sampling core ({@link msDeformAttnCore}); a method so that profilers can wrap it on an instance. */
+  core(value: Tensor, shapes: SpatialShapes, levelStart: readonly number[], locations: Tensor, weights: Tensor): Tensor {
+    return msDeformAttnCore(value, shapes, levelStart, locations, weights);
   }
 }
 

@@ -6,8 +6,7 @@
 import { type Tensor, noGrad, scope } from '../engine/index.js';
 import { buildHead } from '../models/heads/index.js';
 import { loadWeights, readStateDict } from '../nn/index.js';
-import { maxRelativeError } from './compare.js';
-import { type CheckReferenceOptions, PARITY_TOLERANCE, type ParityRow } from './reference.js';
+import { type CheckReferenceOptions, PARITY_TOLERANCE, type ParityRow, compareStored } from './reference.js';
 
 /** Runs a head fixture: builds the head from its config, loads weights strictly, compares every stored output. */
 export function buildHeadFixture(prefix: string, cfg: Record<string, unknown>, o: CheckReferenceOptions = {}): ParityRow[] {
@@ -27,20 +26,7 @@ export function buildHeadFixture(prefix: string, cfg: Record<string, unknown>, o
       const got = new Map<string, Tensor>();
       const logits = noGrad(() => head.forward(inputs, (n, t) => got.set(n, t.keep())));
       got.set('logits', logits);
-      const rows: ParityRow[] = [];
-      for (const [name, ref] of io) {
-        if (/^in\d+$/.test(name)) continue;
-        const g = got.get(name);
-        if (!g) {
-          rows.push({ name, maxRelErr: Number.NaN, ok: false });
-          continue;
-        }
-        const e = maxRelativeError(g, ref);
-        rows.push({ name, maxRelErr: e, ok: e < tol });
-      }
-      io.forEach((t) => t.dispose());
-      got.forEach((t) => t.dispose());
-      return rows;
+      return compareStored(io, got, tol, (name) => /^in\d+$/.test(name));
     });
   } finally {
     head.dispose();

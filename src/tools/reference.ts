@@ -25,6 +25,23 @@ function row(name: string, got: Tensor, ref: Tensor, tol: number): ParityRow {
   return { name, maxRelErr: e, ok: e < tol && Number.isFinite(e) };
 }
 
+/**
+ * Compares every stored tensor of a fixture's io file (except the inputs) with what the run produced under the same
+ * name; a name the run did not produce fails. Disposes both maps.
+ */
+export function compareStored(io: Map<string, Tensor>, got: Map<string, Tensor>, tol: number,
+  isInput: (name: string) => boolean): ParityRow[] {
+  const rows: ParityRow[] = [];
+  for (const [name, ref] of io) {
+    if (isInput(name)) continue;
+    const g = got.get(name);
+    rows.push(g ? row(name, g, ref, tol) : { name, maxRelErr: Number.NaN, ok: false });
+  }
+  io.forEach((t) => t.dispose());
+  got.forEach((t) => t.dispose());
+  return rows;
+}
+
 /** Deformable-attention core fixture: forward and the three gradients. */
 export function checkMsdaFixture(path: string, o: CheckReferenceOptions = {}): ParityRow[] {
   const tol = o.tolerance ?? PARITY_TOLERANCE;
@@ -75,15 +92,7 @@ export function checkBackboneFixture(prefix: string, o: CheckReferenceOptions = 
       const got = new Map<string, Tensor>();
       const outs = noGrad(() => model.forward(input.to(device), (n, t) => got.set(n, t.keep())));
       outs.forEach((t, i) => got.set(`f${i + 1}`, t));
-      const rows: ParityRow[] = [];
-      for (const [name, ref] of io) {
-        if (name === 'input') continue;
-        const g = got.get(name);
-        rows.push(g ? row(name, g, ref, tol) : { name, maxRelErr: Number.NaN, ok: false });
-      }
-      io.forEach((t) => t.dispose());
-      got.forEach((t) => t.dispose());
-      return rows;
+      return compareStored(io, got, tol, (name) => name === 'input');
     });
   } finally {
     model.dispose();

@@ -1,9 +1,13 @@
 /** The `vit-adapter` command line. Run `vit-adapter help` for the commands. */
-import { backend, setNumThreads } from '../engine/index.js';
+import { dirname } from 'node:path';
+import { backend } from '../engine/index.js';
+import { ensureDir } from '../io/files.js';
 import { convertToSafetensors, inspectFile } from '../io/inspect.js';
 import { checkReference } from '../tools/reference.js';
 import { benchBackbone } from '../tools/bench-backbone.js';
 import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from './args.js';
+import { installPipeGuard, print, warn } from './output.js';
+import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
 
 interface Command {
@@ -13,11 +17,7 @@ interface Command {
   run(p: Parsed): Promise<number> | number;
 }
 
-const print = (s: string): void => { process.stdout.write(`${s}\n`); };
-
-function threadsOption(p: Parsed): void {
-  if (p.options.threads !== undefined) setNumThreads(intOption(p, 'threads', 1));
-}
+const threadsOption = applyThreads;
 
 const commands: Record<string, Command> = {
   info: {
@@ -26,15 +26,18 @@ const commands: Record<string, Command> = {
     options: { json: 'boolean' },
     run(p) {
       const i = backend().info();
-      const blas = /BLAS_INFO=([^,]+)/.exec(i.config)?.[1] ?? 'unknown';
+      const torchBlasInfo = /BLAS_INFO=([^,]+)/.exec(i.config)?.[1] ?? 'unknown';
+      const blas = loadedBlas();
       const out = {
         torch_version: i.torchVersion, threads: i.threads, interop_threads: i.interopThreads, cuda_available: i.cuda,
-        cuda_devices: i.cudaDevices, built_with_cuda: i.builtWithCuda, blas,
+        cuda_devices: i.cudaDevices, built_with_cuda: i.builtWithCuda,
+        // What the process really uses (mapped shared libraries) vs what libtorch says it was built against.
+        blas: blas.name, blas_libraries: blas.libraries, torch_blas_info: torchBlasInfo,
         native_ms_deform_attn: backend().findOp('vit_adapter::ms_deform_attn', '', true) !== null,
         openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null,
       };
       if (p.options.json) print(JSON.stringify(out));
-      else for (const [k, v] of Object.entries(out)) print(`${k.padEnd(22)} ${String(v)}`);
+      else for (const [k, v] of Object.entries(out)) print(`${k.padEnd(22)} ${Array.isArray(v) ? v.join(' ') || '-' : String(v)}`);
       return 0;
     },
   },
@@ -66,6 +69,7 @@ const commands: Record<string, Command> = {
     run(p) {
       const [src, dst] = p.positionals;
       if (!src || !dst || p.positionals.length !== 2) throw new UsageError('convert: give <in> and <out.safetensors>');
+      ensureDir(dirname(dst));
       const r = convertToSafetensors(src, dst, {
         prefix: p.options.prefix as string | undefined, strip: (p.options.strip as string[] | undefined) ?? [],
       });
@@ -81,12 +85,13 @@ const commands: Record<string, Command> = {
     run(p) {
       threadsOption(p);
       if (p.positionals.length === 0) throw new UsageError('check-reference: give at least one fixture');
+      const device = deviceOption(p);
       const dtype = (p.options.dtype as string | undefined) ?? 'float32';
       if (dtype !== 'float32' && dtype !== 'float64') throw new UsageError('--dtype must be float32 or float64');
       let failed = 0;
       const all: unknown[] = [];
       for (const target of p.positionals) {
-        const rows = checkReference(target, { device: (p.options.device as string | undefined) ?? 'cpu', dtype });
+        const rows = checkReference(target, { device, dtype });
         for (const r of rows) {
           if (!r.ok) failed++;
           if (!p.options.json) print(`${r.name} max_rel_err=${r.maxRelErr.toExponential(2)} ${r.ok ? 'ok' : 'FAIL'}`);
@@ -113,7 +118,7 @@ const commands: Record<string, Command> = {
       if (!['auto', 'native', 'composition'].includes(msda)) throw new UsageError('--msda must be auto, native or composition');
       const r = await benchBackbone({
         preset: (p.options.preset as string | undefined) ?? 'tiny', size: intOption(p, 'size', 512, 32),
-        batch: intOption(p, 'batch', 1), device: (p.options.device as string | undefined) ?? 'cpu',
+        batch: intOption(p, 'batch', 1), device: deviceOption(p),
         repeats: intOption(p, 'repeats', 5), warmup: intOption(p, 'warmup', 1, 0), msda: msda as 'auto',
       });
       if (p.options.json) print(JSON.stringify(r));
@@ -135,6 +140,7 @@ function help(): void {
 
 /** Runs the CLI with the given arguments and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  installPipeGuard();
   const [name, ...rest] = argv;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     help();
@@ -142,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = commands[name];
   if (!cmd) {
-    process.stderr.write(`vit-adapter: unknown command ${JSON.stringify(name)}\n`);
+    warn(`vit-adapter: unknown command ${JSON.stringify(name)}`);
     help();
     return 2;
   }
@@ -154,7 +160,7 @@ export async function main(argv: string[]): Promise<number> {
     return await cmd.run(parseArgs(rest, cmd.options, name));
   } catch (e) {
     const err = e as Error;
-    process.stderr.write(`vit-adapter ${name}: ${err.message}\n`);
+    warn(`vit-adapter ${name}: ${err.message}`);
     return err instanceof UsageError ? 2 : 1;
   }
 }

@@ -24,10 +24,10 @@
  * 'L' mode), 16-bit grey values are accepted only if ≤ 255 (mmseg would silently wrap them with
  * `astype(np.uint8)`; we refuse instead). Colour label PNGs are refused.
  */
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import sharp, { type OutputInfo } from 'sharp';
+import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { decode as decodePngRaw, encode as encodePngRaw, hasPngSignature } from 'fast-png';
+import { FileAccessError, ensureDir, formatBytes, readRegularFile, readStdinBytes, writeFileAtomic } from './files.js';
 
 /** An 8-bit RGB image in HWC layout (row-major, 3 bytes per pixel). */
 export interface RgbImage {
@@ -39,6 +39,27 @@ export interface RgbImage {
   width: number;
   /** Always 3. */
   channels: 3;
+  /**
+   * Decoder warnings (e.g. a corrupt or truncated JPEG that was decoded anyway, with visible artefacts); absent
+   * when the file decoded cleanly.
+   */
+  warnings?: string[];
+}
+
+/** Default limit on the size of an image file: 512 MiB. */
+export const DEFAULT_MAX_IMAGE_BYTES = 512 * 1024 * 1024;
+/** Default limit on the pixel count (width × height from the header) of an image: 250 megapixels. */
+export const DEFAULT_MAX_IMAGE_PIXELS = 250_000_000;
+
+/**
+ * Limits applied before an image is decoded: the file size and the pixel count read from the header (so a
+ * "decompression bomb" is refused before any pixel memory is allocated).
+ */
+export interface ImageLimits {
+  /** Largest file in bytes (default {@link DEFAULT_MAX_IMAGE_BYTES}). */
+  maxBytes?: number;
+  /** Largest width × height (default {@link DEFAULT_MAX_IMAGE_PIXELS}). */
+  maxPixels?: number;
 }
 
 /** A single-channel map of class indices, row-major. */
@@ -78,13 +99,34 @@ function errMsg(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-async function readBytes(path: string): Promise<Uint8Array> {
+/** Reads a regular file within the size limit; devices, FIFOs and folders are refused (see `files.ts`). */
+function readBytes(path: string, limits: ImageLimits, what: string): Uint8Array {
   try {
-    return new Uint8Array(await readFile(path));
+    return readRegularFile(path, { maxBytes: limits.maxBytes ?? DEFAULT_MAX_IMAGE_BYTES, what });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ImageIoError(path, code === 'ENOENT' ? 'file not found' : `cannot read file (${errMsg(e)})`, e);
+    if (e instanceof FileAccessError) throw new ImageIoError(path, e.problem, e);
+    throw new ImageIoError(path, `cannot read file (${errMsg(e)})`, e);
   }
+}
+
+const mp = (n: number): string => `${(n / 1e6).toFixed(n < 1e7 ? 2 : 1)} megapixels`;
+
+function checkPixels(source: string, width: number, height: number, limits: ImageLimits): void {
+  const max = limits.maxPixels ?? DEFAULT_MAX_IMAGE_PIXELS;
+  if (width * height > max) {
+    throw new ImageIoError(source, `image is ${width}x${height} = ${mp(width * height)}, above the limit of ${mp(max)}`);
+  }
+}
+
+/** The libvips warnings worth showing (drops the "read gave N warnings" summary and per-tile noise). */
+function cleanWarnings(ws: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const w of ws) {
+    const t = w.trim();
+    if (t === '' || /^read gave \d+ warnings?$/.test(t) || /^error in tile \d+ x \d+$/.test(t)) continue;
+    if (!out.includes(t)) out.push(t);
+  }
+  return out;
 }
 
 function checkDims(source: string, height: number, width: number, length: number, channels: number): void {
@@ -102,32 +144,73 @@ function checkDims(source: string, height: number, width: number, length: number
  *
  * @param bytes encoded file contents
  * @param source name used in error messages
+ * @param limits pixel-count limit, checked from the header before decoding (default 250 megapixels)
  */
-export async function decodeImage(bytes: Uint8Array, source = '<buffer>'): Promise<RgbImage> {
-  let out: { data: Buffer; info: OutputInfo };
+export async function decodeImage(bytes: Uint8Array, source = '<buffer>', limits: ImageLimits = {}): Promise<RgbImage> {
+  const maxPixels = limits.maxPixels ?? DEFAULT_MAX_IMAGE_PIXELS;
+  let meta: Metadata;
   try {
-    out = await sharp(bytes, { failOn: 'error' })
-      .rotate()
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw new ImageIoError(source, `cannot decode image (${errMsg(e)})`, e);
+  }
+  if (meta.width !== undefined && meta.height !== undefined) checkPixels(source, meta.width, meta.height, limits);
+  // Strict first (any decoder warning aborts), so that a clean file is decoded once and a damaged one is noticed;
+  // a damaged file is then decoded leniently, as OpenCV would, and its warnings are reported with the pixels.
+  const decode = async (failOn: 'warning' | 'error', warnings: string[]): Promise<{ data: Buffer; info: OutputInfo }> => {
+    const s = sharp(bytes, { failOn, limitInputPixels: Math.max(1, Math.floor(maxPixels)) });
+    s.on('warning', (w: string) => warnings.push(w));
+    return s.rotate().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  };
+  const warnings: string[] = [];
+  let out: { data: Buffer; info: OutputInfo };
+  try {
+    out = await decode('warning', warnings);
+  } catch (strictErr) {
+    const strict = errMsg(strictErr);
+    try {
+      out = await decode('error', warnings);
+    } catch (e) {
+      throw new ImageIoError(source, `cannot decode image (${errMsg(e)})`, e);
+    }
+    warnings.unshift(strict);
   }
   const { width, height, channels } = out.info;
   if (channels !== 3) throw new ImageIoError(source, `decoded to ${channels} channels, expected 3`);
   const data = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
-  return { data, height, width, channels: 3 };
+  const ws = cleanWarnings(warnings);
+  return ws.length ? { data, height, width, channels: 3, warnings: ws } : { data, height, width, channels: 3 };
 }
 
 /**
- * Read a photo (JPEG/PNG/...) as 8-bit RGB HWC. EXIF orientation is applied, alpha dropped.
+ * Read a photo (JPEG/PNG/...) as 8-bit RGB HWC. EXIF orientation is applied, alpha dropped. Only regular files
+ * are read (devices, FIFOs and folders are refused); files above `limits.maxBytes` and images above
+ * `limits.maxPixels` (from the header, before decoding) are refused. Decoder warnings (a corrupt JPEG decoded
+ * anyway) are returned in `warnings`.
  *
  * @param path image file
+ * @param limits file-size and pixel-count limits (defaults 512 MiB, 250 megapixels)
  */
-export async function readImage(path: string): Promise<RgbImage> {
-  return decodeImage(await readBytes(path), path);
+export async function readImage(path: string, limits: ImageLimits = {}): Promise<RgbImage> {
+  return decodeImage(readBytes(path, limits, 'image file'), path, limits);
+}
+
+/**
+ * Read a photo from standard input (as {@link readImage}, with the same limits; the read stops at the first byte
+ * over `limits.maxBytes`).
+ *
+ * @param limits file-size and pixel-count limits
+ * @param stream the stream to read (default `process.stdin`)
+ */
+export async function readImageStdin(limits: ImageLimits = {}, stream: NodeJS.ReadableStream = process.stdin): Promise<RgbImage> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readStdinBytes(limits.maxBytes ?? DEFAULT_MAX_IMAGE_BYTES, 'image', stream);
+  } catch (e) {
+    throw new ImageIoError('<stdin>', e instanceof FileAccessError ? e.problem : `cannot read (${errMsg(e)})`, e);
+  }
+  if (bytes.length === 0) throw new ImageIoError('<stdin>', 'no data on standard input (expected an encoded image)');
+  return decodeImage(bytes, '<stdin>', limits);
 }
 
 /** Unpack 1/2/4-bit samples (one channel, rows padded to whole bytes) to one byte per pixel. */
@@ -152,10 +235,16 @@ function unpackLowBitDepth(packed: ArrayLike<number>, width: number, height: num
  *
  * @param bytes PNG file contents
  * @param source name used in error messages
+ * @param limits pixel-count limit (checked from the PNG header before decoding)
  */
-export function decodeLabelPng(bytes: Uint8Array, source = '<buffer>'): LabelMap {
+export function decodeLabelPng(bytes: Uint8Array, source = '<buffer>', limits: ImageLimits = {}): LabelMap {
   if (!hasPngSignature(bytes)) {
     throw new ImageIoError(source, 'not a PNG file (label maps must be PNG: palette or 8-bit grayscale)');
+  }
+  // IHDR is the first chunk: width and height are big-endian at bytes 16..23. Check them before decoding.
+  if (bytes.length >= 24) {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    checkPixels(source, dv.getUint32(16), dv.getUint32(20), limits);
   }
   let png: ReturnType<typeof decodePngRaw>;
   try {
@@ -204,9 +293,10 @@ export function decodeLabelPng(bytes: Uint8Array, source = '<buffer>'): LabelMap
  * palettes to colours). 8-bit grayscale PNGs give their grey values.
  *
  * @param path label PNG file
+ * @param limits file-size and pixel-count limits
  */
-export async function readLabelMap(path: string): Promise<LabelMap> {
-  return decodeLabelPng(await readBytes(path), path);
+export async function readLabelMap(path: string, limits: ImageLimits = {}): Promise<LabelMap> {
+  return decodeLabelPng(readBytes(path, limits, 'label file'), path, limits);
 }
 
 /**
@@ -252,18 +342,20 @@ export function encodeLabelPng(labels: ArrayLike<number>, height: number, width:
   return encodePngRaw({ width, height, data, depth: 8, channels: 1, palette: pal });
 }
 
+/** Creates the parent folder (guarded, see `files.ts`) and writes atomically (temporary file + rename). */
 async function writeBytes(path: string, bytes: Uint8Array): Promise<void> {
   try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFile(path, bytes);
+    ensureDir(dirname(path));
+    writeFileAtomic(path, bytes);
   } catch (e) {
-    throw new ImageIoError(path, `cannot write file (${errMsg(e)})`, e);
+    throw new ImageIoError(path, e instanceof FileAccessError ? e.problem : `cannot write file (${errMsg(e)})`, e);
   }
 }
 
 /**
  * Write class indices as an indexed (palette) PNG, so that reading it back with
- * {@link readLabelMap} returns the same indices. Parent folders are created.
+ * {@link readLabelMap} returns the same indices. Parent folders are created; the file is written atomically
+ * (temporary file in the same folder, then renamed).
  *
  * @param path output .png file
  * @param labels class index per pixel (H*W, values 0..255)
@@ -289,7 +381,7 @@ export async function writeLabelPng(
 }
 
 /**
- * Write 8-bit RGB HWC pixels as a (lossless) PNG. Parent folders are created.
+ * Write 8-bit RGB HWC pixels as a (lossless) PNG. Parent folders are created; written atomically.
  *
  * @param path output .png file
  * @param data H*W*3 bytes

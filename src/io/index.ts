@@ -15,3 +15,4 @@ export * from './checkpoint.js';
 export * from './keys.js';
 export * from './inspect.js';
 
+export * from './files.js';

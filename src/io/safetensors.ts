@@ -11,9 +11,9 @@
  * memory (let alone twice). Writing is streaming too: {@link writeSafetensors} accepts lazy tensors
  * and reads/writes them one at a time.
  */
-import { closeSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { DTYPE_SIZE, type DType } from '../engine/dtype.js';
 import { CheckpointError } from './errors.js';
+import { FileAccessError, withAtomicFile } from './files.js';
 import { byteSize, isValidShape, numel, type LazyTensor, type RawTensor } from './raw.js';
 import { BufferSource, FileSource, type ByteSource } from './source.js';
 
@@ -303,13 +303,6 @@ export function serializeSafetensors(tensors: TensorEntries, metadata?: Record<s
   return out;
 }
 
-function writeAll(fd: number, data: Uint8Array): void {
-  let done = 0;
-  while (done < data.byteLength) {
-    done += writeSync(fd, data, done, Math.min(data.byteLength - done, 0x40000000));
-  }
-}
-
 /**
  * Writes a safetensors file, streaming: the header is computed from dtypes and shapes, then each
  * tensor is read (lazy tensors: `read()` once) and written in turn, so only one tensor's data is
@@ -320,27 +313,18 @@ function writeAll(fd: number, data: Uint8Array): void {
 export function writeSafetensors(path: string, tensors: TensorEntries, metadata?: Record<string, string>): number {
   const planned = planTensors(tensors, path);
   const header = buildHeader(planned, metadata, path);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  let fd: number;
-  try {
-    fd = openSync(tmp, 'w');
-  } catch (e) {
-    throw new CheckpointError(`cannot create file: ${(e as Error).message}`, { file: path, cause: e });
-  }
   let total = 0;
   try {
-    writeAll(fd, header);
-    total += header.length;
-    for (const p of planned) {
-      writeAll(fd, tensorBytes(p, path));
-      total += p.nbytes;
-    }
-    closeSync(fd);
-    fd = -1;
-    renameSync(tmp, path);
+    withAtomicFile(path, (_fd, write) => {
+      write(header);
+      total += header.length;
+      for (const p of planned) {
+        write(tensorBytes(p, path));
+        total += p.nbytes;
+      }
+    });
   } catch (e) {
-    if (fd >= 0) closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* not created */ }
+    if (e instanceof FileAccessError) throw new CheckpointError(e.problem, { file: path, cause: e });
     throw e;
   }
   return total;

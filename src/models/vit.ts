@@ -10,6 +10,7 @@ import {
   Conv2d, DropPath, Dropout, Identity, LayerNorm, Linear, Module, ModuleList, type UnaryModule,
 } from '../nn/index.js';
 import { truncNormal_ } from '../nn/init.js';
+import { MAX_DEPTH, checkBool, checkDivisible, checkInt, checkNumber, checkProbability, checkWidth } from './validate.js';
 
 /** Constructor options of {@link VisionTransformer}, with the authors' (snake_case) names. */
 export interface ViTOptions {
@@ -198,8 +199,39 @@ export interface ResolvedViTOptions extends Required<Omit<ViTOptions, 'window_at
   window_size: number[];
 }
 
-/** Applies the authors' defaults (`TIMMVisionTransformer`) to partial options. */
-export function resolveViTOptions(o: ViTOptions): ResolvedViTOptions {
+/**
+ * Checks every given ViT option (type, range, `embed_dim` divisible by `num_heads`) before anything is allocated;
+ * errors name `where`, the option and the value.
+ *
+ * @param o the options (absent ones take the defaults of {@link resolveViTOptions})
+ * @param where the model named in errors
+ */
+export function validateViTOptions(o: ViTOptions, where = 'VisionTransformer'): void {
+  const D = o.embed_dim === undefined ? 768 : checkWidth(where, 'embed_dim', o.embed_dim);
+  const depth = o.depth === undefined ? 12 : checkInt(where, 'depth', o.depth, { min: 1, max: MAX_DEPTH });
+  const patch = o.patch_size === undefined ? 16 : checkInt(where, 'patch_size', o.patch_size, { min: 1, max: 1024 });
+  if (o.img_size !== undefined) checkInt(where, 'img_size', o.img_size, { min: patch, max: 65_536 });
+  if (o.in_chans !== undefined) checkInt(where, 'in_chans', o.in_chans, { min: 1, max: 1024 });
+  const heads = o.num_heads === undefined ? 12 : checkInt(where, 'num_heads', o.num_heads, { min: 1, max: D });
+  checkDivisible(where, 'embed_dim', D, 'num_heads', heads);
+  if (o.mlp_ratio !== undefined) checkNumber(where, 'mlp_ratio', o.mlp_ratio, { min: 0, exclusiveMin: true, max: 64 });
+  for (const k of ['drop_rate', 'attn_drop_rate', 'drop_path_rate'] as const) if (o[k] !== undefined) checkProbability(where, k, o[k]);
+  for (const k of ['qkv_bias', 'layer_scale', 'with_cp'] as const) if (o[k] !== undefined) checkBool(where, k, o[k]);
+  if (o.norm_eps !== undefined) checkNumber(where, 'norm_eps', o.norm_eps, { min: 0, exclusiveMin: true, max: 1 });
+  const perBlock = (name: string, v: unknown, check: (x: unknown, at: string) => void): void => {
+    if (v === undefined) return;
+    if (Array.isArray(v)) {
+      if (v.length !== depth) throw new RangeError(`${where}: ${name}: list of ${v.length} entries, expected one per block (depth ${depth})`);
+      v.forEach((x, i) => check(x, `${name}[${i}]`));
+    } else check(v, name);
+  };
+  perBlock('window_attn', o.window_attn, (x, at) => checkBool(where, at, x));
+  perBlock('window_size', o.window_size, (x, at) => checkInt(where, at, x, { min: 1, max: 65_536 }));
+}
+
+/** Applies the authors' defaults (`TIMMVisionTransformer`) to partial options, after {@link validateViTOptions}. */
+export function resolveViTOptions(o: ViTOptions, where = 'VisionTransformer'): ResolvedViTOptions {
+  validateViTOptions(o, where);
   const depth = o.depth ?? 12;
   const perBlock = <T>(v: T | T[] | undefined, dflt: T, name: string): T[] => {
     if (Array.isArray(v)) {

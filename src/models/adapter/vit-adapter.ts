@@ -8,7 +8,8 @@ import {
   BatchNorm2d, ConvTranspose2d, Conv2d, LayerNorm, Linear, type Module as ModuleT, ModuleList,
 } from '../../nn/index.js';
 import { constant_, normal_, truncNormal_, zeros_ } from '../../nn/init.js';
-import { type ViTOptions, VisionTransformer } from '../vit.js';
+import { type ViTOptions, VisionTransformer, validateViTOptions } from '../vit.js';
+import { checkBool, checkDivisible, checkInt, checkNumber, checkWidth } from '../validate.js';
 import { MSDeformAttn } from './deformable-attention.js';
 import { InteractionBlock, deformInputs } from './interaction.js';
 import { SpatialPriorModule } from './spm.js';
@@ -51,6 +52,46 @@ const KNOWN_KEYS = new Set([
   'cffn_ratio', 'deform_ratio', 'add_vit_feature', 'use_extra_extractor', 'pretrained', 'variant', 'type', 'num_classes',
 ]);
 
+/**
+ * Checks the adapter's own options (sizes, counts, ratios, interaction indexes, head divisibility) before anything
+ * is allocated; the ViT's options are checked by `validateViTOptions`.
+ *
+ * @param o the options
+ * @param D the embedding dimension
+ * @param depth the number of ViT blocks
+ */
+export function validateAdapterOptions(o: ViTAdapterOptions, D: number, depth: number): void {
+  const where = 'ViTAdapter';
+  if (o.pretrain_size !== undefined) checkInt(where, 'pretrain_size', o.pretrain_size, { min: o.patch_size ?? 16, max: 65_536 });
+  if (o.conv_inplane !== undefined) checkWidth(where, 'conv_inplane', o.conv_inplane);
+  if (o.n_points !== undefined) checkInt(where, 'n_points', o.n_points, { min: 1, max: 256 });
+  const heads = o.deform_num_heads === undefined ? 6 : checkInt(where, 'deform_num_heads', o.deform_num_heads, { min: 1, max: D });
+  const ratio = o.deform_ratio === undefined ? 1 : checkNumber(where, 'deform_ratio', o.deform_ratio, { min: 0, exclusiveMin: true, max: 16 });
+  const valueDim = Math.trunc(D * ratio);
+  if (valueDim < 1) throw new RangeError(`${where}: embed_dim ${D} × deform_ratio ${ratio} leaves no value channels`);
+  checkDivisible(where, 'embed_dim × deform_ratio', valueDim, 'deform_num_heads', heads);
+  if (o.cffn_ratio !== undefined) {
+    const r = checkNumber(where, 'cffn_ratio', o.cffn_ratio, { min: 0, exclusiveMin: true, max: 64 });
+    if (Math.trunc(D * r) < 1) throw new RangeError(`${where}: embed_dim ${D} × cffn_ratio ${r} leaves no hidden channels`);
+  }
+  if (o.init_values !== undefined) checkNumber(where, 'init_values', o.init_values, { min: 0 });
+  for (const k of ['with_cffn', 'add_vit_feature', 'use_extra_extractor'] as const) if (o[k] !== undefined) checkBool(where, k, o[k]);
+  if (o.interaction_indexes !== undefined) {
+    const idx: unknown = o.interaction_indexes;
+    if (!Array.isArray(idx) || idx.length === 0) {
+      throw new RangeError(`${where}: interaction_indexes must be a non-empty list of [first, last] block pairs, got ${JSON.stringify(idx)}`);
+    }
+    idx.forEach((pair: unknown, i) => {
+      if (!Array.isArray(pair) || pair.length !== 2) throw new RangeError(`${where}: interaction_indexes[${i}] must be a [first, last] pair, got ${JSON.stringify(pair)}`);
+      const [a, b] = pair as unknown[];
+      if (!Number.isInteger(a) || !Number.isInteger(b) || !((a as number) >= 0 && (b as number) >= (a as number) && (b as number) < depth)) {
+        throw new RangeError(`${where}: interaction index ${JSON.stringify(pair)} (interaction_indexes[${i}]) out of range for depth ${depth}: ` +
+          `expected integers 0 ≤ first ≤ last ≤ ${depth - 1}`);
+      }
+    });
+  }
+}
+
 /** The ViT-Adapter backbone. */
 export class ViTAdapter extends VisionTransformer {
   level_embed: Tensor;
@@ -75,6 +116,8 @@ export class ViTAdapter extends VisionTransformer {
     for (const k of ['pretrain_size', 'conv_inplane', 'n_points', 'deform_num_heads', 'init_values', 'interaction_indexes',
       'with_cffn', 'cffn_ratio', 'deform_ratio', 'add_vit_feature', 'use_extra_extractor', 'pretrained', 'variant', 'type',
       'num_classes'] as const) delete (vitOpts as Record<string, unknown>)[k];
+    validateViTOptions(vitOpts, 'ViTAdapter');
+    validateAdapterOptions(options, vitOpts.embed_dim ?? 768, vitOpts.depth ?? 12);
     super(vitOpts);
     const D = this.embedDim;
     const depth = this.opts.depth;

@@ -14,6 +14,7 @@ import type { Tensor } from '../../engine/index.js';
 import { relu, scope } from '../../engine/index.js';
 import { BatchNorm2d, Conv2d, Module, type UnaryModule } from '../../nn/index.js';
 import { constant_, kaimingNormal_ } from '../../nn/init.js';
+import { checkInt, checkWidth } from '../validate.js';
 
 /** mmcv `norm_cfg` (batch norm only). */
 export interface NormCfg {
@@ -134,12 +135,13 @@ export class ConvModule extends Module implements UnaryModule {
     super();
     const k = o.kernelSize ?? 1;
     const dilation = o.dilation ?? 1;
-    for (const [name, v] of [['in_channels', inChannels], ['out_channels', outChannels], ['kernel_size', k],
-      ['dilation', dilation], ['stride', o.stride ?? 1], ['groups', o.groups ?? 1]] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new Error(`ConvModule: ${name} must be a positive integer, got ${describe(v)}`);
+    checkWidth('ConvModule', 'in_channels', inChannels);
+    checkWidth('ConvModule', 'out_channels', outChannels);
+    for (const [name, v] of [['kernel_size', k], ['dilation', dilation], ['stride', o.stride ?? 1], ['groups', o.groups ?? 1]] as const) {
+      checkInt('ConvModule', name, v, { min: 1, max: 1024 });
     }
     const padding = o.padding ?? Math.floor(k / 2) * dilation;
-    if (!Number.isInteger(padding) || padding < 0) throw new Error(`ConvModule: padding must be a non-negative integer, got ${padding}`);
+    checkInt('ConvModule', 'padding', padding, { min: 0, max: 1024 });
     parseConvCfg('ConvModule', o.convCfg);
     this.normCfg = o.norm === true ? { type: 'BN' } : o.norm ? parseNormCfg('ConvModule', o.norm) : null;
     this.withAct = o.act === undefined || o.act === true ? true : o.act ? parseActCfg('ConvModule', o.act) !== null : false;

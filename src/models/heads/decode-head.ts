@@ -11,6 +11,7 @@ import {
 } from '../../engine/index.js';
 import { Conv2d, Module } from '../../nn/index.js';
 import { constant_, normal_ } from '../../nn/init.js';
+import { checkWidth } from '../validate.js';
 import type { Capture } from '../adapter/vit-adapter.js';
 import {
   type ActCfg, type ConfigDict, type ConvCfg, type NormCfg, checkKeys, parseActCfg, parseConvCfg, parseNormCfg,
@@ -199,10 +200,8 @@ function parseLoss(where: string, v: unknown, numClasses: number): ParsedLoss[] 
 
 const FLOAT32_EPS = 1.1920928955078125e-7;
 
-function positiveInt(where: string, name: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${where}: ${name} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
+/** A channel count or class count: an integer in 1..MAX_WIDTH (the shared model-option check). */
+const positiveInt = checkWidth;
 
 /** mmseg's `BaseDecodeHead`. */
 export abstract class DecodeHead extends Module {

@@ -435,6 +435,18 @@ export function paletteOf(c: SegConfig): Palette {
 }
 
 /**
+ * Overrides that turn an ADE20K dataset into a custom one get mmseg's `CustomDataset` default
+ * (`reduce_zero_label: false`) unless they set the convention themselves: ADE20K's must not be inherited silently.
+ */
+function customDatasetDefaults<T extends { dataset?: unknown }>(start: Partial<SegConfig>, over: T): T {
+  const ds = over.dataset;
+  if (isPlainObject(ds) && ds.type === 'CustomDataset' && start.dataset?.type === 'ADE20KDataset' && ds.reduce_zero_label === undefined) {
+    return { ...over, dataset: { ...ds, reduce_zero_label: false } };
+  }
+  return over;
+}
+
+/**
  * A configuration by preset name, or from a JSON file: `{"base": "<preset>", ...overrides}`, deep-merged (objects
  * key by key, arrays and scalars replaced). A JSON file without `base` must hold a complete config. `overrides` are
  * merged last. Unknown keys at the top level (and in the sections this module interprets) are errors.
@@ -458,7 +470,7 @@ export function loadConfig(nameOrPath: string, overrides?: ConfigOverrides): Seg
     const { base, ...rest } = raw as ConfigOverrides;
     if (base !== undefined && typeof base !== 'string') throw new ConfigError(`config ${nameOrPath}: base must be a preset name`);
     const start = base === undefined ? ({} as SegConfig) : getPreset(base);
-    cfg = deepMerge(start, { name: basename(nameOrPath, extname(nameOrPath)), ...rest });
+    cfg = deepMerge(start, { name: basename(nameOrPath, extname(nameOrPath)), ...customDatasetDefaults(start, rest) });
     if (rest.name === undefined) cfg.name = basename(nameOrPath, extname(nameOrPath));
     if (base !== undefined && rest.source === undefined) cfg.source = `${nameOrPath} (based on ${base})`;
   } else {
@@ -467,7 +479,7 @@ export function loadConfig(nameOrPath: string, overrides?: ConfigOverrides): Seg
   if (overrides) {
     if (!isPlainObject(overrides)) throw new ConfigError('overrides must be an object');
     checkKeys('overrides', overrides as Record<string, unknown>, TOP_KEYS);
-    cfg = deepMerge(cfg, overrides);
+    cfg = deepMerge(cfg, customDatasetDefaults(cfg, overrides));
   }
   return validateConfig(cfg);
 }

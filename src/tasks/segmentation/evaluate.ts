@@ -4,7 +4,7 @@
  * and `ignore_index` from the dataset), areas are accumulated over the dataset, and aAcc / mIoU / mAcc plus the
  * per-class IoU / Acc table are reported (mmseg's numbers and table format).
  */
-import { readImage, readLabelMap } from '../../io/image.js';
+import { type ImageLimits, readImage, readLabelMap } from '../../io/image.js';
 import { type SegDatasetConfig, ade20kDataset, customDataset, listSamples } from './datasets.js';
 import { SegEvaluator } from './metrics.js';
 import { type SegModel, type SegmentOptions, segmentImage, testCfgFor } from './inference.js';
@@ -16,6 +16,10 @@ export interface EvaluateOptions extends SegmentOptions {
   limit?: number;
   /** Called after each image. */
   onProgress?: (done: number, total: number, name: string) => void;
+  /** File-size and pixel-count limits for images and labels (defaults of `readImage`). */
+  limits?: ImageLimits;
+  /** Called for each decoder warning of an image (a corrupt JPEG decoded anyway); they are also in the result. */
+  onWarning?: (file: string, warning: string) => void;
 }
 
 /** Per-class row of an {@link EvalResult} (fractions; null where mmseg prints nan). */
@@ -44,6 +48,8 @@ export interface EvalResult {
   seconds: number;
   /** Mean wall time per image in milliseconds. */
   ms_per_image: number;
+  /** Decoder warnings per image (images that decoded with warnings only). */
+  warnings: { image: string; warnings: string[] }[];
 }
 
 const finite = (x: number): number | null => (Number.isFinite(x) ? x : null);
@@ -72,10 +78,23 @@ export async function evaluateDataset(model: SegModel, config: SegConfig, datase
   const scales = [...(o.scales ?? config.test_pipeline.img_ratios ?? [1])];
   const flip = o.flip ?? config.test_pipeline.flip;
   const mode = testCfgFor(config, o.mode).mode;
+  const warnings: EvalResult['warnings'] = [];
   for (const s of samples) {
-    const [image, label] = await Promise.all([readImage(s.image), readLabelMap(s.label!)]);
+    // An unreadable image or label stops the evaluation with an error naming the file (and the sample): a score over
+    // a subset of the dataset would be a different number from the one asked for.
+    let image: Awaited<ReturnType<typeof readImage>>;
+    let label: Awaited<ReturnType<typeof readLabelMap>>;
+    try {
+      [image, label] = await Promise.all([readImage(s.image, o.limits), readLabelMap(s.label!, o.limits)]);
+    } catch (e) {
+      throw new Error(`dataset '${dataset.name}', sample ${done + 1} of ${samples.length} (${s.name}): ${(e as Error).message}`, { cause: e });
+    }
     if (image.height !== label.height || image.width !== label.width) {
       throw new Error(`${s.label}: label is ${label.width}x${label.height} but image ${s.image} is ${image.width}x${image.height}`);
+    }
+    if (image.warnings?.length) {
+      warnings.push({ image: s.image, warnings: image.warnings });
+      for (const w of image.warnings) o.onWarning?.(s.image, w);
     }
     const r = segmentImage(model, image, config, { ...o, scales, flip, mode });
     ev.add(r.labels, label.data);
@@ -90,7 +109,7 @@ export async function evaluateDataset(model: SegModel, config: SegConfig, datase
     aAcc: finite(sum.aAcc), mIoU: finite(sum.mIoU), mAcc: finite(sum.mAcc),
     per_class: dataset.classes.map((c, i) => ({ class: c, IoU: finite(sum.IoU[i]!), Acc: finite(sum.Acc[i]!) })),
     table: ev.formatTable([...dataset.classes]),
-    seconds, ms_per_image: done ? (seconds * 1000) / done : 0,
+    seconds, ms_per_image: done ? (seconds * 1000) / done : 0, warnings,
   };
 }
 
@@ -100,6 +119,10 @@ export interface DatasetOverrides {
   dataRoot?: string;
   /** `ade20k` or `custom` (default: the config's dataset type). */
   kind?: 'ade20k' | 'custom';
+  /**
+   * Label convention (`reduce_zero_label`). Default: ADE20K's (true) for `ade20k`; for `custom`, the config's value
+   * when the config itself describes a custom dataset, else false — a custom dataset never inherits ADE20K's.
+   */
   imgDir?: string;
   annDir?: string;
   imgSuffix?: string;
@@ -119,6 +142,9 @@ export function datasetFromConfig(config: SegConfig, o: DatasetOverrides = {}): 
   if (kind === 'ade20k' && !o.imgDir && !o.annDir && !o.imgSuffix && !o.segMapSuffix && !o.classes && o.reduceZeroLabel === undefined) {
     return ade20kDataset(root, 'validation');
   }
+  // mmseg's CustomDataset defaults to reduce_zero_label=False; ADE20K's True belongs to ADE20KDataset and must not
+  // leak into a custom dataset evaluated with an ADE20K-derived config.
+  const reduceZeroLabel = o.reduceZeroLabel ?? (kind === 'custom' && d.type === 'ADE20KDataset' ? false : d.reduce_zero_label);
   const classes = o.classes ?? [...classNamesOf(config)];
   const palette = o.classes ? undefined : paletteOf(config);
   return customDataset({
@@ -130,7 +156,7 @@ export function datasetFromConfig(config: SegConfig, o: DatasetOverrides = {}): 
     segMapSuffix: o.segMapSuffix ?? d.seg_map_suffix,
     classes,
     ...(palette ? { palette } : {}),
-    reduceZeroLabel: o.reduceZeroLabel ?? d.reduce_zero_label,
+    reduceZeroLabel,
     ignoreIndex: d.ignore_index,
   });
 }

@@ -146,16 +146,26 @@ export interface ResizedImage {
   resizedWidth: number;
 }
 
+/** Largest network input (width × height after the test resize) that {@link resizeForTest} accepts: 64 megapixels. */
+export const MAX_NETWORK_INPUT_PIXELS = 64_000_000;
+
 /**
  * `Resize(keep_ratio)` (mmcv `imrescale`: size from `rescale_size`, cv2 bilinear on uint8) at `img_scale`·ratio, then
- * `ResizeToMultiple(size_divisor)` (a second bilinear resize up to the next multiple) when configured.
+ * `ResizeToMultiple(size_divisor)` (a second bilinear resize up to the next multiple) when configured. Throws a
+ * RangeError naming the ratio when the network input would exceed {@link MAX_NETWORK_INPUT_PIXELS}.
  */
+
 export function resizeForTest(image: RgbLike, pipeline: TestPipelineCfg, ratio = 1): ResizedImage {
   const { height: h, width: w } = image;
   const scale = scaleForRatio(pipeline.img_scale, ratio);
   let [nw, nh] = pipeline.keep_ratio ? rescaleSize(w, h, scale) : scale;
   nw = Math.max(1, nw);
   nh = Math.max(1, nh);
+  if (nw * nh > MAX_NETWORK_INPUT_PIXELS) {
+    throw new RangeError(`test scale ratio ${ratio} would resize the ${w}x${h} image to ${nw}x${nh} for the network ` +
+      `(${(nw * nh / 1e6).toFixed(0)} megapixels, limit ${MAX_NETWORK_INPUT_PIXELS / 1e6}); ratios are fractions of the ` +
+      `config's img_scale [${pipeline.img_scale.join(', ')}], e.g. 0.5,0.75,1.0,1.25,1.5,1.75`);
+  }
   let data = resizeBilinearHWC(image.data, h, w, nh, nw);
   const resizedHeight = nh;
   const resizedWidth = nw;

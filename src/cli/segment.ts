@@ -49,6 +49,8 @@ export const DEFAULT_WEIGHT_SEED = 0;
 
 const DEFAULT_CONFIG = 'upernet_deit_adapter_tiny_512_160k_ade20k';
 const IMAGE_EXTS = new Set(['.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff']);
+/** Largest `--scales` ratio accepted (the authors' largest is 1.75). */
+const MAX_SCALE_RATIO = 8;
 /** The name under which `segment -` (an image on stdin) is reported and its outputs are named. */
 const STDIN = '-';
 
@@ -72,6 +74,11 @@ function scalesOption(p: Parsed): number[] | undefined {
   const v = s.split(',').map((x) => x.trim()).filter((x) => x !== '').map(Number);
   if (v.length === 0 || v.some((x) => !Number.isFinite(x) || x <= 0)) {
     throw new UsageError(`--scales expects comma-separated positive ratios (e.g. 0.5,0.75,1.0,1.25,1.5,1.75), got ${JSON.stringify(s)}`);
+  }
+  const big = v.find((x) => x > MAX_SCALE_RATIO);
+  if (big !== undefined) {
+    throw new UsageError(`--scales: ratio ${big} is above ${MAX_SCALE_RATIO}; ratios are fractions of the config's img_scale ` +
+      '(the authors use 0.5,0.75,1.0,1.25,1.5,1.75)');
   }
   return v;
 }

@@ -50,8 +50,9 @@ export function formatBytes(n: number): string {
 }
 
 /** What kind of file-system object a stat result is, in words (for error messages): 'a folder', 'a character device'… */
-export function kindOf(st: { isDirectory(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isFIFO(): boolean; isSocket(): boolean }): string {
+export function kindOf(st: Stats): string {
   if (st.isDirectory()) return 'a folder';
+  if (st.isFile()) return 'a file';
   if (st.isCharacterDevice()) return 'a character device';
   if (st.isBlockDevice()) return 'a block device';
   if (st.isFIFO()) return 'a named pipe (FIFO)';
@@ -158,10 +159,11 @@ export function ensureDir(dir: string, what = 'output folder'): void {
       st = statSync(cur);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') throw new FileAccessError(dir, `cannot use ${what}: ${cur}: ${errMsg(e)}`, e);
+      // ENOTDIR: a parent is a file; walking up finds it and says so.
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new FileAccessError(dir, `cannot use ${what}: ${cur}: ${errMsg(e)}`, e);
     }
     if (st) {
-      if (!st.isDirectory()) throw new FileAccessError(dir, `cannot create ${what}: ${cur} exists and is ${kindOf(st)}`);
+      if (!st.isDirectory()) throw new FileAccessError(dir, `cannot create ${what}: ${cur} exists and is ${kindOf(st)}, not a folder`);
       break;
     }
     missing.push(cur);

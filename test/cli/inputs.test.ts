@@ -10,6 +10,7 @@ import sharp from 'sharp';
 import { ensureDir, readRegularFile, writeFileAtomic } from '../../src/io/files.js';
 import { decodeImage, readImage, readLabelMap, writeLabelPng } from '../../src/io/image.js';
 import { outputNames } from '../../src/cli/segment.js';
+import { loadConfig } from '../../src/tasks/segmentation/configs.js';
 import { runBin, writeScenePng, writeTinyWholeConfig } from './helpers.js';
 
 interface SegJson {
@@ -26,8 +27,9 @@ test('readRegularFile / readImage refuse devices, FIFOs and folders at once; siz
     await assert.rejects(readImage('/dev/zero'), /\/dev\/zero: is a character device, expected a regular image file/);
     await assert.rejects(readImage(dir), /is a folder/);
     const fifo = join(dir, 'fifo');
-    if (spawnSync('mkfifo', [fifo]).status === 0) {
+    if (spawnSync('mkfifo', [fifo]).status === 0 && spawnSync('mkfifo', [`${fifo}.json`]).status === 0) {
       await assert.rejects(readImage(fifo), /named pipe \(FIFO\)/);
+      assert.throws(() => loadConfig(`${fifo}.json`), /cannot read config .*named pipe \(FIFO\), expected a regular config file/);
     } else {
       t.diagnostic('mkfifo not available: FIFO case not checked');
     }

@@ -13,8 +13,8 @@
  *
  * Config objects use the authors' / mmseg's snake_case keys so that a JSON override reads like an mmseg config.
  */
-import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
+import { readRegularFile } from '../../io/files.js';
 import { BACKBONE_PRESETS, backbonePreset } from '../../models/adapter/presets.js';
 import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, type Palette, generatePalette, validatePalette } from './classes.js';
@@ -461,7 +461,8 @@ export function loadConfig(nameOrPath: string, overrides?: ConfigOverrides): Seg
   } else if (nameOrPath.toLowerCase().endsWith('.json')) {
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(nameOrPath, 'utf8'));
+      // A regular file of at most 16 MiB: a FIFO or device named *.json must not hang or exhaust memory.
+      raw = JSON.parse(new TextDecoder().decode(readRegularFile(nameOrPath, { maxBytes: 16 * 2 ** 20, what: 'config file' })));
     } catch (e) {
       throw new ConfigError(`cannot read config ${nameOrPath}: ${(e as Error).message}`);
     }

@@ -10,8 +10,9 @@
  *
  * Unlike mmseg, a missing annotation is reported up front instead of failing mid-evaluation.
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve, sep } from 'node:path';
+import { readRegularFile } from '../../io/files.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, generatePalette, validatePalette, type Palette } from './classes.js';
 
 /** A fully resolved dataset description. */
@@ -194,7 +195,13 @@ export function listSamples(config: SegDatasetConfig): SegSample[] {
   let names: string[];
   if (config.split !== null) {
     if (!existsSync(config.split)) throw new DatasetError(ds, `split file not found: ${resolve(config.split)}`);
-    names = readFileSync(config.split, 'utf8')
+    let text: string;
+    try {
+      text = new TextDecoder().decode(readRegularFile(config.split, { maxBytes: 256 * 2 ** 20, what: 'split file' }));
+    } catch (e) {
+      throw new DatasetError(ds, (e as Error).message);
+    }
+    names = text
       .split(/\r?\n/)
       .map((l) => l.trim())
       .filter((l) => l.length > 0);

@@ -99,7 +99,8 @@ test('outputNames: unique, independent of input order, unique stems unchanged', 
   assert.equal(names[2], 'a_2');
   assert.equal(names[4], 'b');
   assert.equal(names[5], 'stdin');
-  assert.deepEqual([names[0], names[1]].sort(), ['a_jpg', 'a_png'].sort().map((n) => (n === 'a_png' ? names[0]! : n)).sort());
+  // Shared stem 'a': the extension is appended; the same name in two folders gets a counter in path order.
+  assert.deepEqual([names[0], names[1], names[3]], ['a_png', 'a_jpg', 'a_png_2']);
   const rev = [...inputs].reverse();
   const revNames = outputNames(rev);
   const map = new Map(inputs.map((f, i) => [f, names[i]]));

@@ -169,6 +169,7 @@ function listImages(inputs: readonly string[]): { files: string[]; failures: Inp
         .sort()
         .map((f) => join(inp, f));
       let n = 0;
+      const failedBefore = failures.length;
       for (const f of found) {
         // A dangling link or a sub-folder named like an image: report the former, skip the latter.
         try {
@@ -180,7 +181,7 @@ function listImages(inputs: readonly string[]): { files: string[]; failures: Inp
         files.push(f);
         n++;
       }
-      if (n === 0 && found.length === 0) failures.push({ input: inp, error: `no images (${[...IMAGE_EXTS].join(' ')}) in folder` });
+      if (n === 0 && failures.length === failedBefore) failures.push({ input: inp, error: `no images (${[...IMAGE_EXTS].join(' ')}) in folder` });
     } else if (!st.isFile()) {
       // Devices, FIFOs and sockets are refused here, before a model is built (the reader refuses them too).
       failures.push({ input: inp, error: `is ${kindOf(st)}, expected a regular image file` });

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildHead } from '../../src/models/heads/index.js';
+import { buildHead, buildNeck } from '../../src/models/heads/index.js';
 import { ViTAdapter } from '../../src/models/adapter/vit-adapter.js';
 import { VisionTransformer } from '../../src/models/vit.js';
 import { resizeForTest } from '../../src/tasks/segmentation/inference.js';
@@ -56,6 +56,10 @@ test('model options are validated before allocation, with the option and the exp
   assert.throws(() => new ViTAdapter({ ...small, interaction_indexes: [] }), /interaction_indexes must be a non-empty list/);
   assert.throws(() => buildHead({ type: 'FCNHead', in_channels: 64, channels: 0, num_classes: 3 }), /FCNHead: channels must be an integer ≥ 1 and ≤ 65536, got 0/);
   assert.throws(() => buildHead({ type: 'FCNHead', in_channels: -4, channels: 8, num_classes: 3 }), /in_channels must be an integer ≥ 1/);
+  assert.throws(() => buildHead({ type: 'FCNHead', in_channels: 8, channels: 8, num_classes: 3, num_convs: 1e9 }), /FCNHead: num_convs must be an integer ≥ 0 and ≤ 64/);
+  assert.throws(() => buildHead({ type: 'UPerHead', in_channels: [8, 8], in_index: [0, 1], channels: 8, num_classes: 3, pool_scales: [1, 1e6] }),
+    /UPerHead: pool_scales\[1\] must be an integer ≥ 1 and ≤ 1024/);
+  assert.throws(() => buildNeck({ type: 'FPN', in_channels: [8, 8], out_channels: 0, num_outs: 2 }), /FPN: out_channels must be an integer ≥ 1/);
   // A valid small model still builds.
   assert.equal(new ViTAdapter(small).interactions.length, 2);
 });

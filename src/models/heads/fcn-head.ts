@@ -11,6 +11,7 @@ import { type Tensor, cat } from '../../engine/index.js';
 import { Identity, Sequential } from '../../nn/index.js';
 import { ConvModule } from './conv-module.js';
 import { type Capture, type DecodeHeadConfig, DecodeHead } from './decode-head.js';
+import { checkInt } from '../validate.js';
 
 /** FCNHead config: the base keys plus `num_convs` (2), `kernel_size` (3), `concat_input` (true), `dilation` (1). */
 export interface FCNHeadConfig extends DecodeHeadConfig {
@@ -35,9 +36,9 @@ export class FCNHead extends DecodeHead {
     this.kernelSize = cfg.kernel_size ?? 3;
     this.concatInput = cfg.concat_input ?? true;
     this.dilation = cfg.dilation ?? 1;
-    if (!Number.isInteger(this.numConvs) || this.numConvs < 0) throw new Error(`FCNHead: num_convs must be an integer >= 0, got ${this.numConvs}`);
-    if (!Number.isInteger(this.kernelSize) || this.kernelSize < 1) throw new Error(`FCNHead: kernel_size must be a positive integer, got ${this.kernelSize}`);
-    if (!Number.isInteger(this.dilation) || this.dilation < 1) throw new Error(`FCNHead: dilation must be a positive integer, got ${this.dilation}`);
+    checkInt('FCNHead', 'num_convs', this.numConvs, { min: 0, max: 64 });
+    checkInt('FCNHead', 'kernel_size', this.kernelSize, { min: 1, max: 1024 });
+    checkInt('FCNHead', 'dilation', this.dilation, { min: 1, max: 1024 });
     if (typeof this.concatInput !== 'boolean') throw new Error('FCNHead: concat_input must be a boolean');
     const cin = this.inChannelCount();
     const C = this.channels;

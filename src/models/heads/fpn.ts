@@ -23,6 +23,7 @@ import { type Tensor, interpolate, maxPool2d, relu } from '../../engine/index.js
 import { Module, ModuleList, Sequential, type UnaryModule } from '../../nn/index.js';
 import { type ActCfg, type ConvCfg, type NormCfg, ConvModule, checkKeys, parseActCfg, parseConvCfg, parseNormCfg } from './conv-module.js';
 import { type Capture, type DecodeHeadConfig, DecodeHead, resize, spatial } from './decode-head.js';
+import { checkInt, checkWidth } from '../validate.js';
 
 /** mmseg `FPN` neck config (snake_case, verbatim). */
 export interface FPNConfig {
@@ -67,11 +68,12 @@ export class FPN extends Module {
     super();
     const where = 'FPN';
     checkKeys(where, cfg, FPN_KEYS);
-    if (!Array.isArray(cfg.in_channels) || cfg.in_channels.length === 0 || cfg.in_channels.some((c) => !Number.isInteger(c) || c < 1)) {
+    if (!Array.isArray(cfg.in_channels) || cfg.in_channels.length === 0) {
       throw new Error(`FPN: in_channels must be a non-empty list of positive integers, got ${JSON.stringify(cfg.in_channels)}`);
     }
-    if (!Number.isInteger(cfg.out_channels) || cfg.out_channels < 1) throw new Error('FPN: out_channels must be a positive integer');
-    if (!Number.isInteger(cfg.num_outs) || cfg.num_outs < 1) throw new Error('FPN: num_outs must be a positive integer');
+    cfg.in_channels.forEach((c, i) => checkWidth(where, `in_channels[${i}]`, c));
+    checkWidth(where, 'out_channels', cfg.out_channels);
+    checkInt(where, 'num_outs', cfg.num_outs, { min: 1, max: 16 });
     this.inChannels = [...cfg.in_channels];
     this.outChannels = cfg.out_channels;
     this.numOuts = cfg.num_outs;

@@ -9,6 +9,7 @@ import { type Tensor, cat, scope } from '../../engine/index.js';
 import { AdaptiveAvgPool2d, ModuleList, Sequential } from '../../nn/index.js';
 import { ConvModule } from './conv-module.js';
 import { type Capture, type DecodeHeadConfig, DecodeHead, resize, spatial } from './decode-head.js';
+import { checkInt } from '../validate.js';
 
 /** UPerHead config: the base keys plus `pool_scales` (default [1, 2, 3, 6]). `input_transform` is fixed. */
 export interface UPerHeadConfig extends Omit<DecodeHeadConfig, 'input_transform'> {
@@ -51,9 +52,10 @@ export class UPerHead extends DecodeHead {
   constructor(cfg: UPerHeadConfig) {
     super('UPerHead', cfg as DecodeHeadConfig, ['pool_scales'], 'multiple_select');
     const scales = cfg.pool_scales ?? [1, 2, 3, 6];
-    if (!Array.isArray(scales) || scales.length === 0 || scales.some((s) => !Number.isInteger(s) || s < 1)) {
+    if (!Array.isArray(scales) || scales.length === 0) {
       throw new Error(`UPerHead: pool_scales must be a non-empty list of positive integers, got ${JSON.stringify(scales)}`);
     }
+    scales.forEach((s, i) => checkInt('UPerHead', `pool_scales[${i}]`, s, { min: 1, max: 1024 }));
     this.poolScales = [...scales];
     const inCh = this.inChannelList();
     const top = inCh[inCh.length - 1]!;

@@ -312,7 +312,8 @@ export const segmentCommand: SegCommand = {
         } catch (e) {
           const msg = (e as Error).message;
           // Errors from the image layer already start with the file name.
-          const reason = msg.startsWith(`${file}: `) ? msg.slice(file.length + 2) : msg;
+          const shown = file === STDIN ? '<stdin>' : file;
+          const reason = msg.startsWith(`${shown}: `) ? msg.slice(shown.length + 2) : msg;
           failures.push({ input: file, error: reason });
           clearBar();
           warn(`error: ${file === STDIN ? '<stdin>' : file}: ${reason}`);

@@ -6,3 +6,4 @@ export * from './extractor.js';
 export * from './interaction.js';
 export * from './vit-adapter.js';
 export * from './presets.js';
+export * from './beit-adapter.js';

@@ -15,6 +15,7 @@ import { Mask2FormerHead, buildHead, resize } from '../../src/models/heads/index
 import { EncoderDecoder } from '../../src/tasks/segmentation/segmentor.js';
 import { slideInference } from '../../src/tasks/segmentation/inference.js';
 import { segmentorOutputs } from '../../src/tools/reference-heads.js';
+import { mask2formerHeadCfg } from '../../src/tasks/segmentation/configs.js';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { relErr } from '../helpers/numeric.js';
 
@@ -241,3 +242,13 @@ test('EncoderDecoder with a Mask2FormerHead: encode_decode resizes the semantic 
     model.dispose();
   }));
 });
+
+test('mask2formerHeadCfg: the authors\' merged decode_head configs (largest config; the small fixture with its sizes)',
+  { skip: skipUnless('mask2former_large_keys.json', 'mask2former_small.json') }, () => {
+    const large = readJson('mask2former_large_keys.json').decode_head;
+    assert.deepEqual(mask2formerHeadCfg({ inChannels: 1024, channels: 1024, numQueries: 200, numThings: 100, numStuff: 50,
+      heads: 32, ffn: 4096, withCp: true }), large);
+    const small = readJson('mask2former_small.json').decode_head;
+    assert.deepEqual(mask2formerHeadCfg({ inChannels: 48, channels: 64, numQueries: 10, numThings: 3, numStuff: 2,
+      heads: 4, ffn: 128, encoderLayers: 2, decoderLayers: 3, withCp: true }), small);
+  });

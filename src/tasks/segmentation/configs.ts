@@ -44,6 +44,18 @@ export interface TestPipelineCfg {
   flip: boolean;
   /** `MultiScaleFlipAug(img_ratios=...)`: multi-scale test ratios, or null for the single scale `img_scale`. */
   img_ratios: number[] | null;
+  /**
+   * `SETR_Resize(keep_ratio=True, crop_size, setr_multi_scale=True)` in place of `Resize(keep_ratio)` (the authors'
+   * 640 multi-scale Mask2Former configs): the short side becomes `max(crop_size[0], min(scale))` for the ratio's
+   * scale, the long side follows the aspect ratio. Absent or null: `Resize`.
+   */
+  setr_crop_size?: [number, number] | null;
+  /**
+   * The authors' `PadShortSide(size)` after the flip: pad bottom/right to at least size×size with 0 — raw pixel value
+   * 0 (`before_normalize`, i.e. −mean/std after normalisation) or normalised 0. As in mmseg, the logits of the padded
+   * image are resized to the original size padding included. Absent or null: no padding.
+   */
+  pad_short_side?: { size: number; before_normalize: boolean } | null;
 }
 
 /** `model.test_cfg`. */
@@ -110,7 +122,7 @@ export type ConfigOverrides = DeepPartial<SegConfig> & { base?: string };
 const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset'];
 const MODEL_KEYS: readonly string[] = ['backbone', 'neck', 'decode_head', 'auxiliary_head', 'test_cfg', 'align_corners'];
 const NORM_KEYS: readonly string[] = ['mean', 'std', 'to_rgb'];
-const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios'];
+const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios', 'setr_crop_size', 'pad_short_side'];
 const TEST_CFG_KEYS: readonly string[] = ['mode', 'crop_size', 'stride'];
 const DATASET_KEYS: readonly string[] = [
   'type', 'data_root', 'img_dir', 'ann_dir', 'img_suffix', 'seg_map_suffix', 'reduce_zero_label', 'ignore_index', 'classes', 'palette',
@@ -167,6 +179,91 @@ export function fpnHeadCfg(numClasses = 150): ModuleDict {
     type: 'FPNHead', in_channels: [256, 256, 256, 256], in_index: [0, 1, 2, 3], feature_strides: [4, 8, 16, 32],
     channels: 128, dropout_ratio: 0.1, num_classes: numClasses, norm_cfg: { ...SYNC_BN }, align_corners: false,
     loss_decode: { type: 'CrossEntropyLoss', use_sigmoid: false, loss_weight: 1.0 },
+  };
+}
+
+/** Options of {@link mask2formerHeadCfg}. */
+export interface Mask2FormerHeadCfgOptions {
+  /** Backbone width (the four maps' channels). */
+  inChannels: number;
+  /** feat_channels = out_channels = decoder width (1024 in the authors' large configs). */
+  channels: number;
+  /** 100 (640 configs) or 200 (896 configs). */
+  numQueries: number;
+  numThings: number;
+  numStuff: number;
+  /** Heads of the encoder's deformable attention and of the decoder's attention (32 in the large configs). */
+  heads: number;
+  /** FFN width of encoder and decoder (4096 in the large configs). */
+  ffn: number;
+  encoderLayers?: number;
+  decoderLayers?: number;
+  /** The configs' FFN `with_cp` flags (activation checkpointing in training; no effect here). */
+  withCp?: boolean;
+}
+
+/**
+ * The authors' Mask2Former decode head as their large configs spell it (`_base_/models/mask2former_beit.py` merged
+ * with the config's `decode_head`): deformable pixel decoder (6 layers, 3 levels, 4 points, GN 32), 9 decoder
+ * layers, sine encodings of num_feats = channels / 2, and the (training-only) losses with class weight 0.1 for
+ * "no object".
+ */
+export function mask2formerHeadCfg(o: Mask2FormerHeadCfgOptions): ModuleDict {
+  const C = o.channels;
+  const cp = o.withCp ? { with_cp: true } : {};
+  const numClasses = o.numThings + o.numStuff;
+  return {
+    type: 'Mask2FormerHead', in_channels: [o.inChannels, o.inChannels, o.inChannels, o.inChannels], feat_channels: C,
+    out_channels: C, in_index: [0, 1, 2, 3], num_things_classes: o.numThings, num_stuff_classes: o.numStuff,
+    num_queries: o.numQueries, num_transformer_feat_level: 3,
+    pixel_decoder: {
+      type: 'MSDeformAttnPixelDecoder', num_outs: 3, norm_cfg: { type: 'GN', num_groups: 32 }, act_cfg: { type: 'ReLU' },
+      encoder: {
+        type: 'DetrTransformerEncoder', num_layers: o.encoderLayers ?? 6,
+        transformerlayers: {
+          type: 'BaseTransformerLayer',
+          attn_cfgs: {
+            type: 'MultiScaleDeformableAttention', embed_dims: C, num_heads: o.heads, num_levels: 3, num_points: 4,
+            im2col_step: 64, dropout: 0.0, batch_first: false, norm_cfg: null, init_cfg: null,
+          },
+          ffn_cfgs: {
+            type: 'FFN', embed_dims: C, feedforward_channels: o.ffn, num_fcs: 2, ffn_drop: 0.0, ...cp,
+            act_cfg: { type: 'ReLU', inplace: true },
+          },
+          operation_order: ['self_attn', 'norm', 'ffn', 'norm'],
+        },
+        init_cfg: null,
+      },
+      positional_encoding: { type: 'SinePositionalEncoding', num_feats: C / 2, normalize: true },
+      init_cfg: null,
+    },
+    enforce_decoder_input_project: false,
+    positional_encoding: { type: 'SinePositionalEncoding', num_feats: C / 2, normalize: true },
+    transformer_decoder: {
+      type: 'DetrTransformerDecoder', return_intermediate: true, num_layers: o.decoderLayers ?? 9,
+      transformerlayers: {
+        type: 'DetrTransformerDecoderLayer',
+        attn_cfgs: {
+          type: 'MultiheadAttention', embed_dims: C, num_heads: o.heads, attn_drop: 0.0, proj_drop: 0.0,
+          dropout_layer: null, batch_first: false,
+        },
+        ffn_cfgs: {
+          embed_dims: C, feedforward_channels: o.ffn, num_fcs: 2, act_cfg: { type: 'ReLU', inplace: true }, ffn_drop: 0.0,
+          dropout_layer: null, ...cp, add_identity: true,
+        },
+        feedforward_channels: o.ffn,
+        operation_order: ['cross_attn', 'norm', 'self_attn', 'norm', 'ffn', 'norm'],
+      },
+      init_cfg: null,
+    },
+    loss_cls: {
+      type: 'CrossEntropyLoss', use_sigmoid: false, loss_weight: 2.0, reduction: 'mean',
+      class_weight: [...Array<number>(numClasses).fill(1.0), 0.1],
+    },
+    loss_mask: { type: 'CrossEntropyLoss', use_sigmoid: true, reduction: 'mean', loss_weight: 5.0 },
+    loss_dice: {
+      type: 'DiceLoss', use_sigmoid: true, activate: true, reduction: 'mean', naive_dice: true, eps: 1.0, loss_weight: 5.0,
+    },
   };
 }
 
@@ -364,9 +461,12 @@ export function validateConfig(c: SegConfig): SegConfig {
     if (h === null && k !== 'decode_head') continue;
     if (!isPlainObject(h) || typeof h.type !== 'string') throw new ConfigError(`${where}: model.${k} must be an object with a type${k === 'decode_head' ? '' : ', or null'}`);
   }
-  if (!isPosInt(m.decode_head.num_classes)) throw new ConfigError(`${where}: model.decode_head.num_classes must be a positive integer`);
-  if (m.auxiliary_head && m.auxiliary_head.num_classes !== m.decode_head.num_classes) {
-    throw new ConfigError(`${where}: auxiliary_head.num_classes (${String(m.auxiliary_head.num_classes)}) differs from decode_head.num_classes (${m.decode_head.num_classes})`);
+  const headClasses = headNumClasses(m.decode_head);
+  if (!isPosInt(headClasses)) {
+    throw new ConfigError(`${where}: model.decode_head.num_classes (for a Mask2FormerHead: num_things_classes + num_stuff_classes) must be a positive integer`);
+  }
+  if (m.auxiliary_head && m.auxiliary_head.num_classes !== headClasses) {
+    throw new ConfigError(`${where}: auxiliary_head.num_classes (${String(m.auxiliary_head.num_classes)}) differs from decode_head's ${headClasses}`);
   }
   if (m.align_corners !== undefined && typeof m.align_corners !== 'boolean') throw new ConfigError(`${where}: model.align_corners must be a boolean`);
   const t = m.test_cfg;
@@ -394,6 +494,17 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (p.img_ratios !== null && (!Array.isArray(p.img_ratios) || p.img_ratios.length === 0 || !p.img_ratios.every((r) => isNum(r) && r > 0))) {
     throw new ConfigError(`${where}: test_pipeline.img_ratios must be a non-empty list of positive numbers, or null`);
   }
+  if (p.setr_crop_size !== undefined && p.setr_crop_size !== null) {
+    pairOf(`${where}: test_pipeline.setr_crop_size`, p.setr_crop_size);
+    if (!p.keep_ratio) throw new ConfigError(`${where}: test_pipeline.setr_crop_size needs keep_ratio (SETR_Resize keeps the aspect ratio)`);
+  }
+  if (p.pad_short_side !== undefined && p.pad_short_side !== null) {
+    const ps = p.pad_short_side;
+    if (!isPlainObject(ps) || !isPosInt(ps.size) || typeof ps.before_normalize !== 'boolean') {
+      throw new ConfigError(`${where}: test_pipeline.pad_short_side must be {size: positive integer, before_normalize: boolean} or null`);
+    }
+    checkKeys(`${where}: test_pipeline.pad_short_side`, ps as unknown as Record<string, unknown>, ['size', 'before_normalize']);
+  }
   const d = c.dataset;
   if (!isPlainObject(d)) throw new ConfigError(`${where}: dataset must be an object`);
   checkKeys(`${where}: dataset`, d as unknown as Record<string, unknown>, DATASET_KEYS);
@@ -403,8 +514,8 @@ export function validateConfig(c: SegConfig): SegConfig {
   }
   if (d.type === 'CustomDataset' && d.classes === null) throw new ConfigError(`${where}: a CustomDataset needs dataset.classes`);
   const classes = classNamesOf(c);
-  if (classes.length !== m.decode_head.num_classes) {
-    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but decode_head.num_classes is ${m.decode_head.num_classes}`);
+  if (classes.length !== headClasses) {
+    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but the decode head predicts ${headClasses}`);
   }
   if (d.palette !== null) {
     try {
@@ -416,9 +527,22 @@ export function validateConfig(c: SegConfig): SegConfig {
   return c;
 }
 
+/**
+ * The classes a decode-head config predicts: `num_classes`, or `num_things_classes + num_stuff_classes` for a
+ * `Mask2FormerHead` (undefined when not integers).
+ */
+export function headNumClasses(h: ModuleDict): number | undefined {
+  if (h.type === 'Mask2FormerHead') {
+    const t = h.num_things_classes;
+    const st = h.num_stuff_classes;
+    return Number.isInteger(t) && Number.isInteger(st) ? (t as number) + (st as number) : undefined;
+  }
+  return Number.isInteger(h.num_classes) ? (h.num_classes as number) : undefined;
+}
+
 /** Number of classes the model predicts. */
 export function numClassesOf(c: SegConfig): number {
-  return c.model.decode_head.num_classes as number;
+  return headNumClasses(c.model.decode_head) as number;
 }
 
 /** The class names of a config's dataset. */

@@ -18,7 +18,7 @@ import {
   StateDictError, type TensorSource,
 } from '../nn/index.js';
 import { openStateDict } from '../nn/serialization.js';
-import { truncNormal_, zeros_ } from '../nn/init.js';
+import { truncNormal_ } from '../nn/init.js';
 import { Mlp, PatchEmbed } from './vit.js';
 
 /**
@@ -406,15 +406,16 @@ export class BEiT extends Module {
   /** What loading `pretrained` did (null when none was given). */
   pretrainedReport: BEiTPretrainedReport | null = null;
 
-  /** The authors' initialisation: trunc-normal(0.02) tokens, tables and linears, unit LayerNorms. */
+  /**
+   * Initialisation: trunc-normal(0.02) class token, position table and relative position tables, as the authors.
+   * Linear layers keep their default (PyTorch's) initialisation rather than the authors' trunc-normal(0.02), as
+   * this project's ViT does: BEiT backbones are always used with pretrained weights, and trunc-normal over ~300 M
+   * parameters takes over a minute on a small CPU.
+   */
   protected initBEiTWeights(): void {
     if (this.cls_token) truncNormal_(this.cls_token, 0, 0.02);
     if (this.pos_embed) truncNormal_(this.pos_embed, 0, 0.02);
     for (const b of this.blocks) {
-      for (const l of [b.attn.qkv, b.attn.proj, b.mlp.fc1, b.mlp.fc2]) {
-        truncNormal_(l.weight, 0, 0.02);
-        if (l.bias) zeros_(l.bias);
-      }
       if (b.attn.relative_position_bias_table) truncNormal_(b.attn.relative_position_bias_table, 0, 0.02);
     }
     if (this.rel_pos_bias) truncNormal_(this.rel_pos_bias.relative_position_bias_table, 0, 0.02);
@@ -490,8 +491,8 @@ export class BEiTBaseline extends BEiT {
     super(rest);
     if (this.variant !== 'segmentation') throw new Error('BEiTBaseline: only the segmentation code base (cls token) is supported');
     this.outIndices = outIdx ?? [3, 5, 7, 11];
-    if (this.outIndices.length !== 4 || this.outIndices.some((i) => !(i >= 0 && i < this.depth))) {
-      throw new Error(`BEiTBaseline: out_indices must be four block indexes below depth ${this.depth}, got [${this.outIndices.join(', ')}]`);
+    if (this.outIndices.length !== 4 || new Set(this.outIndices).size !== 4 || this.outIndices.some((i) => !(i >= 0 && i < this.depth))) {
+      throw new Error(`BEiTBaseline: out_indices must be four distinct block indexes below depth ${this.depth}, got [${this.outIndices.join(', ')}]`);
     }
     const D = this.embedDim;
     if (this.patchSize !== 16) throw new Error(`BEiTBaseline: the FPN is built for patch size 16, got ${this.patchSize}`);

@@ -13,9 +13,9 @@ import { type Tensor, avgPool2d, noGrad, randn, scope } from '../../src/engine/i
 import { Module, init, loadWeights, readStateDict } from '../../src/nn/index.js';
 import { Mask2FormerHead, buildHead, resize } from '../../src/models/heads/index.js';
 import { EncoderDecoder } from '../../src/tasks/segmentation/segmentor.js';
-import { slideInference } from '../../src/tasks/segmentation/inference.js';
+import { buildSegmentor, segmentImage, slideInference } from '../../src/tasks/segmentation/inference.js';
 import { segmentorOutputs } from '../../src/tools/reference-heads.js';
-import { mask2formerHeadCfg } from '../../src/tasks/segmentation/configs.js';
+import { PRESET_NAMES, loadConfig, mask2formerHeadCfg, numClassesOf } from '../../src/tasks/segmentation/configs.js';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { relErr } from '../helpers/numeric.js';
 
@@ -252,3 +252,75 @@ test('mask2formerHeadCfg: the authors\' merged decode_head configs (largest conf
     assert.deepEqual(mask2formerHeadCfg({ inChannels: 48, channels: 64, numQueries: 10, numThings: 3, numStuff: 2,
       heads: 4, ffn: 128, encoderLayers: 2, decoderLayers: 3, withCp: true }), small);
   });
+
+const M2F_PRESETS = [
+  'mask2former_beit_adapter_large_640_160k_ade20k_ss', 'mask2former_beit_adapter_large_640_160k_ade20k_ms',
+  'mask2former_beit_adapter_large_896_80k_ade20k_ss', 'mask2former_beit_adapter_large_896_80k_ade20k_ms',
+  'mask2former_beitv2_adapter_large_896_80k_ade20k_ss', 'mask2former_beitv2_adapter_large_896_80k_ade20k_ms',
+  'mask2former_beitv2_adapter_large_896_160k_ade20k_ss',
+];
+
+/** A backbone without state (the preset's decode head alone inside the segmentor). */
+class NoBackbone extends Module {
+  forward(x: Tensor): Tensor[] { return [x]; }
+}
+
+test('Mask2Former presets: the preset segmentor\'s decode head has the authors\' key list, order, shapes; backbone kwargs as theirs',
+  { skip: skipUnless('mask2former_large_keys.json') }, () => {
+    assert.deepEqual(PRESET_NAMES.filter((n) => n.startsWith('mask2former_')), M2F_PRESETS);
+    const d = readJson('mask2former_large_keys.json');
+    const beitKeys = fixturePath('beit', 'beit_adapter_large_keys.json');
+    const beit = existsSync(beitKeys) ? JSON.parse(readFileSync(beitKeys, 'utf8')) as { configs: Record<string, { backbone_kwargs: unknown }> } : null;
+    const heads = new Map<number, Record<string, unknown>>();
+    for (const name of M2F_PRESETS) {
+      const cfg = loadConfig(name);
+      const crop = name.includes('_896_') ? 896 : 640;
+      assert.equal(cfg.model.backbone.type, 'BEiTAdapter');
+      assert.equal(cfg.model.auxiliary_head, null);
+      assert.equal(numClassesOf(cfg), 150);
+      assert.deepEqual(cfg.model.test_cfg, { mode: 'slide', crop_size: [crop, crop], stride: crop === 896 ? [512, 512] : [426, 426] });
+      const { type: _t, ...kwargs } = cfg.model.backbone;
+      const ref = beit?.configs[name.replace('beitv2', 'beit').replace('_ms', '_ss').replace('_160k_ade20k', crop === 896 ? '_80k_ade20k' : '_160k_ade20k')];
+      if (ref) assert.deepEqual(kwargs, ref.backbone_kwargs, `${name}: backbone kwargs`);
+      // every preset of a crop size has the same decode head
+      const head = cfg.model.decode_head as Record<string, unknown>;
+      if (heads.has(crop)) assert.deepEqual(head, heads.get(crop), `${name}: decode head`);
+      else heads.set(crop, head);
+    }
+    assert.deepEqual(heads.get(896), d.decode_head);
+    for (const [crop, head] of heads) {
+      const model = init.withoutInit(() => new EncoderDecoder({ backbone: new NoBackbone(), decode_head: head as never }));
+      const sd = model.stateDict();
+      assert.deepEqual([...sd.keys()], d.keys, `${crop}: decode_head keys and order`);
+      let n = 0;
+      for (const [k, v] of sd) {
+        const want = /query_(embed|feat)\.weight$/.test(k) && crop === 640 ? [100, 1024] : d.shapes[k];
+        assert.deepEqual(v.shape, want, `${crop}: shape of ${k}`);
+        n += v.numel();
+      }
+      assert.equal(n, crop === 896 ? d.num_params : d.other_ade20k_configs.mask2former_beit_adapter_large_640_160k_ade20k_ss.num_params);
+      model.dispose();
+    }
+  });
+
+test('a Mask2Former preset shrunk to a micro BEiT-Adapter runs segmentImage (slide windows, flip)', () => {
+  const cfg = loadConfig('mask2former_beit_adapter_large_640_160k_ade20k_ss', {
+    model: {
+      backbone: { img_size: 64, embed_dim: 64, depth: 4, num_heads: 4, deform_num_heads: 4, with_cp: false, drop_path_rate: 0,
+        interaction_indexes: [[0, 0], [1, 1], [2, 2], [3, 3]] },
+      decode_head: mask2formerHeadCfg({ inChannels: 64, channels: 64, numQueries: 6, numThings: 100, numStuff: 50, heads: 4, ffn: 64,
+        encoderLayers: 1, decoderLayers: 2 }),
+      test_cfg: { mode: 'slide', crop_size: [64, 64], stride: [32, 32] },
+    },
+    test_pipeline: { img_scale: [96, 64] },
+  });
+  const model = buildSegmentor(cfg);
+  const data = new Uint8Array(64 * 96 * 3).map((_, i) => (i * 37) % 251);
+  const r = segmentImage(model, { data, height: 64, width: 96 }, cfg, { flip: true });
+  assert.equal(r.labels.length, 64 * 96);
+  assert.equal(r.numClasses, 150);
+  assert.equal(r.copies.length, 2);
+  assert.ok(r.classShares.length >= 1);
+  assert.ok(Math.abs(r.classShares.reduce((a, c) => a + c.share, 0) - 1) < 1e-9);
+  model.dispose();
+});

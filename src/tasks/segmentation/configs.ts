@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { BACKBONE_PRESETS, backbonePreset } from '../../models/adapter/presets.js';
 import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
+import type { BEiTAdapterOptions } from '../../models/adapter/beit-adapter.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, type Palette, generatePalette, validatePalette } from './classes.js';
 import { SYNTHETIC_CLASSES, SYNTHETIC_PALETTE } from './synthetic.js';
 
@@ -69,8 +70,8 @@ export interface TestCfg {
 
 /** The segmentor (`EncoderDecoder`) config. */
 export interface ModelCfg {
-  /** ViT-Adapter kwargs (the authors' names); `type` is informational. */
-  backbone: ViTAdapterOptions & { type?: 'ViTAdapter' };
+  /** ViT-Adapter kwargs (the authors' names; `type` absent or `ViTAdapter`), or BEiT-Adapter kwargs (`type: 'BEiTAdapter'`). */
+  backbone: (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' });
   /** Neck (Semantic FPN's `FPN`), or null. */
   neck: ModuleDict | null;
   decode_head: ModuleDict;
@@ -324,6 +325,43 @@ function syntheticTiny(): SegConfig {
   };
 }
 
+/** The BEiT-Adapter-L of the authors' Mask2Former configs (BEiT-L / BEiTv2-L weights have the same structure). */
+function beitAdapterLarge(imgSize: number): ModelCfg['backbone'] {
+  return {
+    type: 'BEiTAdapter', img_size: imgSize, patch_size: 16, embed_dim: 1024, depth: 24, num_heads: 16, mlp_ratio: 4,
+    qkv_bias: true, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 1e-6, drop_path_rate: 0.3,
+    conv_inplane: 64, n_points: 4, deform_num_heads: 16, cffn_ratio: 0.25, deform_ratio: 0.5,
+    with_cp: true, interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]],
+  };
+}
+
+/**
+ * The authors' ADE20K BEiT-Adapter-L + Mask2Former configs (`segmentation/configs/ade20k/<name>.py`): 640 crops with
+ * 100 queries (160k) or 896 crops with 200 queries (80k / 160k), slide inference, ImageNet mean/std; the `_ms`
+ * variants' test-time augmentation as their files spell it.
+ */
+function mask2formerBeit(name: string, crop: 640 | 896, pipeline: TestPipelineCfg, description: string): SegConfig {
+  const large = crop === 896;
+  return {
+    name, description, source: `ViT-Adapter segmentation/configs/ade20k/${name}.py`,
+    model: {
+      backbone: beitAdapterLarge(crop),
+      neck: null,
+      decode_head: mask2formerHeadCfg({
+        inChannels: 1024, channels: 1024, numQueries: large ? 200 : 100, numThings: 100, numStuff: 50, heads: 32, ffn: 4096,
+        withCp: true,
+      }),
+      auxiliary_head: null,
+      test_cfg: { mode: 'slide', crop_size: [crop, crop], stride: large ? [512, 512] : [426, 426] },
+      align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM), test_pipeline: pipeline, dataset: structuredClone(ADE_DATASET),
+  };
+}
+
+const M2F_640_SS: TestPipelineCfg = { img_scale: [2048, 640], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
+const M2F_896_SS: TestPipelineCfg = { img_scale: [3584, 896], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
+
 const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   upernet_deit_adapter_tiny_512_160k_ade20k: () => upernet('upernet_deit_adapter_tiny_512_160k_ade20k', 'tiny', {
     norm: IMAGENET_NORM, backbone: { drop_path_rate: 0.1 }, description: 'UperNet + ViT-Adapter-T (DeiT-T init), ADE20K 512×512, 160k',
@@ -353,7 +391,33 @@ const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   fpn_deit_adapter_base_512_80k_ade20k: () => semanticFpn('fpn_deit_adapter_base_512_80k_ade20k', 'base',
     'Semantic FPN + ViT-Adapter-B, ADE20K 512×512, 80k (reconstructed config)'),
   upernet_deit_adapter_tiny_synthetic: syntheticTiny,
+  mask2former_beit_adapter_large_640_160k_ade20k_ss: () => mask2formerBeit640('ss'),
+  mask2former_beit_adapter_large_640_160k_ade20k_ms: () => mask2formerBeit640('ms'),
+  mask2former_beit_adapter_large_896_80k_ade20k_ss: () => mask2formerBeit('mask2former_beit_adapter_large_896_80k_ade20k_ss', 896,
+    { ...M2F_896_SS }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init, COCO-Stuff-164k pre-trained), ADE20K 896×896, 80k'),
+  mask2former_beit_adapter_large_896_80k_ade20k_ms: () => mask2formerBeit('mask2former_beit_adapter_large_896_80k_ade20k_ms', 896,
+    // MultiScaleFlipAug(ratios 640/896, 768/896, 1) with flip; PadShortSide(896) before Normalize
+    { ...M2F_896_SS, flip: true, img_ratios: [640 / 896, 768 / 896, 1.0], pad_short_side: { size: 896, before_normalize: true } },
+    'Mask2Former + BEiT-Adapter-L, ADE20K 896×896, 80k, multi-scale + flip test'),
+  mask2former_beitv2_adapter_large_896_80k_ade20k_ss: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_80k_ade20k_ss', 896,
+    // this file's "single-scale" test pipeline flips (flip=True)
+    { ...M2F_896_SS, flip: true }, 'Mask2Former + BEiT-Adapter-L (BEiTv2-L init, COCO-Stuff-164k pre-trained), ADE20K 896×896, 80k'),
+  mask2former_beitv2_adapter_large_896_80k_ade20k_ms: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_80k_ade20k_ms', 896,
+    // ratios 800..896/896 with flip; PadShortSide(896) after Normalize
+    { ...M2F_896_SS, flip: true, img_ratios: [800 / 896, 832 / 896, 864 / 896, 1.0], pad_short_side: { size: 896, before_normalize: false } },
+    'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 80k, multi-scale + flip test'),
+  mask2former_beitv2_adapter_large_896_160k_ade20k_ss: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_160k_ade20k_ss', 896,
+    { ...M2F_896_SS }, 'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 160k'),
 };
+
+function mask2formerBeit640(mode: 'ss' | 'ms'): SegConfig {
+  const name = `mask2former_beit_adapter_large_640_160k_ade20k_${mode}`;
+  return mode === 'ss'
+    ? mask2formerBeit(name, 640, { ...M2F_640_SS }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k')
+    // SETR_Resize(crop 640) instead of Resize + ResizeToMultiple; 6 ratios with flip
+    : mask2formerBeit(name, 640, { img_scale: [2048, 640], keep_ratio: true, size_divisor: null, flip: true, img_ratios: [...MS_RATIOS],
+      setr_crop_size: [640, 640] }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k, multi-scale + flip test');
+}
 
 /** Preset names, in listing order. */
 export const PRESET_NAMES: readonly string[] = Object.freeze(Object.keys(PRESET_BUILDERS));
@@ -382,7 +446,8 @@ export function listConfigs(): ConfigSummary[] {
     const t = c.model.test_cfg;
     return {
       name, description: c.description, source: c.source,
-      backbone: `ViT-Adapter (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
+      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`,
+      embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
       decode_head: c.model.decode_head.type, neck: c.model.neck?.type ?? null, auxiliary_head: c.model.auxiliary_head?.type ?? null,
       num_classes: numClassesOf(c),
       test_mode: t.mode === 'slide' ? `slide ${t.crop_size?.join('×')} stride ${t.stride?.join('×')}` : 'whole',
@@ -453,8 +518,8 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (!isPlainObject(m)) throw new ConfigError(`${where}: model must be an object`);
   checkKeys(`${where}: model`, m as unknown as Record<string, unknown>, MODEL_KEYS);
   if (!isPlainObject(m.backbone)) throw new ConfigError(`${where}: model.backbone must be an object`);
-  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter') {
-    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter, got ${JSON.stringify(m.backbone.type)}`);
+  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter' && m.backbone.type !== 'BEiTAdapter') {
+    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter or BEiTAdapter, got ${JSON.stringify(m.backbone.type)}`);
   }
   for (const k of ['decode_head', 'neck', 'auxiliary_head'] as const) {
     const h = m[k];

@@ -25,10 +25,9 @@ import {
 import { type RgbImage, readImage } from '../../io/image.js';
 import { Module, StateDictError, type LoadResult } from '../../nn/index.js';
 import { openStateDict } from '../../nn/serialization.js';
-import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
 import type { HeadConfig, NeckConfig } from '../../models/heads/index.js';
 import { flipHorizontalHWC, normalizeToCHW, rescaleSize, resizeBilinearHWC, sizeToMultiple } from './pipeline-image.js';
-import { EncoderDecoder } from './segmentor.js';
+import { type BackboneConfig, EncoderDecoder } from './segmentor.js';
 import { type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
 
 /** Anything with mmseg's `encode_decode`: N×3×H×W normalised image → N×C×H×W logits at the input size. */
@@ -53,9 +52,8 @@ export interface BuildOptions {
 /** Builds the config's `EncoderDecoder` with random (mmseg-initialised) weights, in eval mode. */
 export function buildSegmentor(config: SegConfig, o: BuildOptions = {}): EncoderDecoder {
   const m = config.model;
-  const { type: _type, ...bb } = m.backbone;
   const model = new EncoderDecoder({
-    backbone: { type: 'ViTAdapter', ...(bb as ViTAdapterOptions) },
+    backbone: { ...m.backbone, type: m.backbone.type ?? 'ViTAdapter' } as BackboneConfig,
     neck: m.neck ? (m.neck as unknown as NeckConfig) : null,
     decode_head: m.decode_head as unknown as HeadConfig,
     auxiliary_head: m.auxiliary_head ? (m.auxiliary_head as unknown as HeadConfig) : null,

@@ -178,6 +178,11 @@ export class Mask2FormerHead extends Module {
    */
   private predict(x: Tensor, maskFeatures: Tensor, size: [number, number], stage: number, capture?: Capture):
     { cls: Tensor; mask: Tensor; blocked: Tensor } {
+    return scope(() => this.runPredict(x, maskFeatures, size, stage, capture));
+  }
+
+  private runPredict(x: Tensor, maskFeatures: Tensor, size: [number, number], stage: number, capture?: Capture):
+    { cls: Tensor; mask: Tensor; blocked: Tensor } {
     const z = this.transformer_decoder.post_norm!.forward(x);
     const cls = this.cls_embed.forward(z);
     const e = this.mask_embed.forward(z); // B×Q×O
@@ -228,11 +233,12 @@ export class Mask2FormerHead extends Module {
       this.transformer_decoder.layers.slice(0).forEach((layer, i) => {
         const lvl = i % this.numFeatLevels;
         // a query whose mask blocks every position attends to all of them
-        const full = p.blocked.sum(-1, true).eq(p.blocked.shape[2]!);
-        const blocked = p.blocked.logicalAnd(full.logicalNot());
-        capture?.(`attn_mask.${i}`, blocked.to(dtype));
+        const blocked = scope(() => p.blocked.logicalAnd(p.blocked.sum(-1, true).eq(p.blocked.shape[2]!).logicalNot()));
+        p.blocked.dispose();
+        if (capture) capture(`attn_mask.${i}`, blocked.to(dtype));
         x = layer.forward(x, { queryPos: qpos, key: kv[lvl]!, value: kv[lvl]!, keyPos: kpos[lvl]!, blocked: [blocked, null] },
           capture, `decoder.layers.${i}`);
+        blocked.dispose();
         capture?.(`decoder.layers.${i}.query`, x);
         p = this.predict(x, maskFeatures, sizes[(i + 1) % this.numFeatLevels]!, i + 1, capture);
         clsPreds.push(p.cls);

@@ -15,7 +15,7 @@
  * Tensors are batch-first here (B×L×C); the authors' code holds them sequence-first, which changes no value.
  */
 import {
-  type Tensor, dropout, linear, scaledDotProductAttention, softmax,
+  type Tensor, dropout, linear, scaledDotProductAttention, scope, softmax,
 } from '../../../engine/index.js';
 import { Dropout, LayerNorm, Linear, Module, ModuleList, ReLU, Sequential, type UnaryModule } from '../../../nn/index.js';
 import { constant_, fans, normal_, uniform_ } from '../../../nn/init.js';
@@ -367,6 +367,11 @@ export class TransformerLayer extends Module {
    * attention of that kind (before its norm) when `capture` is given.
    */
   forward(query: Tensor, x: LayerInputs, capture?: Capture, prefix = ''): Tensor {
+    // intermediates are freed when the layer returns (captured tensors are kept by the caller)
+    return scope(() => this.run(query, x, capture, prefix));
+  }
+
+  private run(query: Tensor, x: LayerInputs, capture: Capture | undefined, prefix: string): Tensor {
     let q = query;
     let identity = query;
     let ai = 0;

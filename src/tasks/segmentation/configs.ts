@@ -580,7 +580,8 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (d.type === 'CustomDataset' && d.classes === null) throw new ConfigError(`${where}: a CustomDataset needs dataset.classes`);
   const classes = classNamesOf(c);
   if (classes.length !== headClasses) {
-    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but the decode head predicts ${headClasses}`);
+    const what = m.decode_head.type === 'Mask2FormerHead' ? 'num_things_classes + num_stuff_classes' : 'num_classes';
+    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but decode_head.${what} is ${headClasses}`);
   }
   if (d.palette !== null) {
     try {

@@ -10,7 +10,7 @@
  * Also `BEiTBaseline` (plain BEiT with the four-level FPN of the authors' baseline).
  */
 import {
-  Tensor, cat, checkpoint, interpolate, linear, linspace, maxPool2d, pad, scaledDotProductAttention, scope, softmax, tensor,
+  Tensor, cat, checkpoint, interpolate, linear, linspace, maxPool2d, op, pad, scaledDotProductAttention, scope, softmax, tensor,
   zeros, zerosLike,
 } from '../engine/index.js';
 import {
@@ -72,6 +72,10 @@ export interface BEiTOptions {
   /** Ignored (the authors' alias of `with_cp`). */
   use_checkpoint?: boolean;
 }
+
+const BADDBMM = op('aten::baddbmm');
+/** libtorch 2.x's fused attention (takes the additive bias itself); absent on 1.13, where the composition runs. */
+const FUSED_ATTENTION = op('aten::scaled_dot_product_attention');
 
 const pair = (v: number | [number, number]): [number, number] => (Array.isArray(v) ? [v[0], v[1]] : [v, v]);
 
@@ -213,6 +217,12 @@ export class BEiTAttention extends Module {
       if (bias) logits = logits.add(bias.unsqueeze(0));
       this.attnDrop.training = true;
       y = this.attnDrop.forward(softmax(logits, -1)).matmul(v);
+    } else if (bias && !FUSED_ATTENTION.available()) {
+      // bias + scale·q·kᵀ in one baddbmm (no scaled copy of q, no separate bias pass), then softmax · v.
+      const hd = C / h;
+      const b3 = (B === 1 ? bias : bias.unsqueeze(0).expand(B, -1, -1, -1)).reshape(B * h, N, N);
+      const logits = BADDBMM.t([b3.handle, q.reshape(B * h, N, hd).handle, k.reshape(B * h, N, hd).transpose(1, 2).handle, 1, this.scale]);
+      y = softmax(logits, -1).bmm(v.reshape(B * h, N, hd)).view(B, h, N, hd);
     } else {
       y = scaledDotProductAttention(q, k, v, { scale: this.scale, attnMask: bias ? bias.unsqueeze(0) : null });
     }

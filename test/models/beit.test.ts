@@ -183,3 +183,41 @@ test('key list of the largest ADE20K BEiT-Adapter configs: names, shapes, dtypes
   assert.deepEqual(rest896, rest640);
   assert.equal(c896.num_parameters - c640.num_parameters, 24 * 16 * (r.tableLength - relativePositionIndex(40, 40, true).tableLength));
 });
+
+test('BEiT3Adapter: BEiT-3 weights load under beit3.*; with γ = 0 its tokens are the BEiT-3 encoder layers (fixture)', { skip: skipUnlessFixtures('beit/beit3_vision_micro.json') }, async () => {
+  const { BEiT3Adapter } = await import('../../src/models/adapter/beit3-adapter.js');
+  const { readStateDict, loadWeights } = await import('../../src/nn/index.js');
+  const cfg = JSON.parse(readFileSync(fixturePath('beit', 'beit3_vision_micro.json'), 'utf8')) as { encoder_config: Record<string, unknown> };
+  const m = new BEiT3Adapter({
+    ...cfg.encoder_config, conv_inplane: 8, deform_num_heads: 2, init_values: 0, add_vit_feature: false,
+    interaction_indexes: [[0, 0], [1, 1], [2, 2]],
+  }).eval();
+  const r = loadWeights(m, fixturePath('beit', 'beit3_vision_micro.weights.safetensors'), { strict: false });
+  assert.deepEqual(r.unexpected, []);
+  assert.deepEqual(r.mismatched, []);
+  assert.ok(r.missing.every((k) => /^(level_embed|spm\.|interactions\.|up\.|norm[1-4]\.)/.test(k)), r.missing.join(', '));
+  scope(() => {
+    const io = readStateDict(fixturePath('beit', 'beit3_vision_micro.io.safetensors'));
+    const got = new Map<string, import('../../src/engine/index.js').Tensor>();
+    const outs = noGrad(() => m.forward(io.get('input')!, (n, t) => got.set(n, t.keep())));
+    assert.equal(outs.length, 4);
+    for (let j = 0; j < 3; j++) {
+      const ref = io.get(`encoder.layers.${j}`)!;
+      const x = got.get(`interactions.${j}.x`)!;
+      const cls = got.get(`interactions.${j}.cls`)!;
+      const err = (a: import('../../src/engine/index.js').Tensor, b: import('../../src/engine/index.js').Tensor): number =>
+        a.double().sub(b).abs().max().item() / b.abs().max().item();
+      assert.ok(err(x, ref.slice(1, 1, null)) < TOL, `layer ${j} patches`);
+      assert.ok(err(cls, ref.slice(1, 0, 1)) < TOL, `layer ${j} cls`);
+    }
+  });
+  m.dispose();
+  // 4 interactions with the ViT features: the pyramid at strides 4..32, and an input grid other than img_size
+  // (positions resized).
+  const full = new BEiT3Adapter({ ...cfg.encoder_config, conv_inplane: 8, deform_num_heads: 2, interaction_indexes: [[0, 0], [1, 1], [2, 2], [2, 2]] }).eval();
+  scope(() => {
+    const f = noGrad(() => full.forward(randn([1, 3, 96, 64])));
+    assert.deepEqual(f.map((t) => t.shape), [[1, 48, 24, 16], [1, 48, 12, 8], [1, 48, 6, 4], [1, 48, 3, 2]]);
+  });
+  full.dispose();
+});

@@ -141,3 +141,32 @@ export class BEiTAdapter extends BEiT {
 }
 
 export { loadBEiTPretrainedInto };
+
+const beitCommon: BEiTAdapterOptions = {
+  patch_size: 16, mlp_ratio: 4, qkv_bias: true, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 1e-6,
+  conv_inplane: 64, n_points: 4, cffn_ratio: 0.25, deform_ratio: 0.5, variant: 'segmentation',
+};
+
+/**
+ * BEiT-Adapter sizes of the authors' segmentation configs: `beit-base` (BEiT-B: 768 wide, 12 blocks, 12 heads,
+ * interactions [[0,2],[3,5],[6,8],[9,11]]) and `beit-large` (BEiT-L: 1024 wide, 24 blocks, 16 heads,
+ * [[0,5],[6,11],[12,17],[18,23]]), with drop path 0.3, layer scale 1e-6, deform_ratio 0.5. `img_size` (the relative
+ * position grid) is set by {@link beitAdapterPreset}.
+ */
+export const BEIT_ADAPTER_PRESETS = {
+  'beit-base': {
+    ...beitCommon, embed_dim: 768, depth: 12, num_heads: 12, deform_num_heads: 12, drop_path_rate: 0.3,
+    interaction_indexes: [[0, 2], [3, 5], [6, 8], [9, 11]],
+  },
+  'beit-large': {
+    ...beitCommon, embed_dim: 1024, depth: 24, num_heads: 16, deform_num_heads: 16, drop_path_rate: 0.3,
+    interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]],
+  },
+} satisfies Record<string, BEiTAdapterOptions>;
+
+/** The options of a BEiT-Adapter preset for inputs of `imgSize`² pixels (a fresh copy), with overrides applied. */
+export function beitAdapterPreset(name: string, imgSize: number, overrides: BEiTAdapterOptions = {}): BEiTAdapterOptions {
+  const p = (BEIT_ADAPTER_PRESETS as Record<string, BEiTAdapterOptions>)[name];
+  if (!p) throw new Error(`unknown BEiT-Adapter preset ${JSON.stringify(name)}; expected one of ${Object.keys(BEIT_ADAPTER_PRESETS).join(', ')}`);
+  return structuredClone({ ...p, img_size: imgSize, ...overrides });
+}

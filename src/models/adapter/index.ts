@@ -7,3 +7,4 @@ export * from './interaction.js';
 export * from './vit-adapter.js';
 export * from './presets.js';
 export * from './beit-adapter.js';
+export * from './beit3-adapter.js';

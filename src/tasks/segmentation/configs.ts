@@ -68,10 +68,20 @@ export interface TestCfg {
   stride?: [number, number];
 }
 
+/** Backbone types a config can name (`model.backbone.type`). */
+export const BACKBONE_TYPES: readonly string[] = Object.freeze(['ViTAdapter', 'BEiTAdapter']);
+
+/**
+ * A backbone config: the class (`type`, default `ViTAdapter`) and its constructor kwargs (the authors' names).
+ * `BEiTAdapter` configs may carry `pretrained` (a BEiT / BEiTv2 checkpoint loaded at construction, with the
+ * authors' relative-position resizing); the presets leave it out.
+ */
+export type BackboneCfg = (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' });
+
 /** The segmentor (`EncoderDecoder`) config. */
 export interface ModelCfg {
-  /** ViT-Adapter kwargs (the authors' names; `type` absent or `ViTAdapter`), or BEiT-Adapter kwargs (`type: 'BEiTAdapter'`). */
-  backbone: (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' });
+  /** The backbone: `type` (ViTAdapter when absent, BEiTAdapter) and its kwargs (the authors' names). */
+  backbone: BackboneCfg;
   /** Neck (Semantic FPN's `FPN`), or null. */
   neck: ModuleDict | null;
   decode_head: ModuleDict;
@@ -325,13 +335,35 @@ function syntheticTiny(): SegConfig {
   };
 }
 
-/** The BEiT-Adapter-L of the authors' Mask2Former configs (BEiT-L / BEiTv2-L weights have the same structure). */
-function beitAdapterLarge(imgSize: number): ModelCfg['backbone'] {
+/**
+ * The BEiT-Adapter-L backbone of the authors' UperNet and Mask2Former configs (BEiT-L init,
+ * `beit_large_patch16_224_pt22k_ft22k.pth`): 1024 wide, 24 blocks, 16 heads, q/v bias, per-block relative position
+ * bias for the `img_size` grid, layer scale 1e-6, 16 deformable heads, deform_ratio 0.5. `pretrained` is left out
+ * (a segmentor checkpoint holds the backbone); set it in a JSON override to start from BEiT weights.
+ */
+export function beitAdapterLargeBackbone(imgSize: number, extra: BEiTAdapterOptions = {}): BEiTAdapterOptions & { type: 'BEiTAdapter' } {
   return {
     type: 'BEiTAdapter', img_size: imgSize, patch_size: 16, embed_dim: 1024, depth: 24, num_heads: 16, mlp_ratio: 4,
     qkv_bias: true, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 1e-6, drop_path_rate: 0.3,
     conv_inplane: 64, n_points: 4, deform_num_heads: 16, cffn_ratio: 0.25, deform_ratio: 0.5,
-    with_cp: true, interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]],
+    interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]], ...extra,
+  };
+}
+
+/** The authors' `upernet_beit_adapter_large_640_160k_ade20k_ss`: UperNet (1024 channels) + BEiT-Adapter-L, ADE20K 640×640. */
+function upernetBeitAdapterLarge640Ade(): SegConfig {
+  const name = 'upernet_beit_adapter_large_640_160k_ade20k_ss';
+  return {
+    name, description: 'UperNet + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k, single-scale test',
+    source: `ViT-Adapter segmentation/configs/ade20k/${name}.py (+ _base_/models/upernet_beit.py)`,
+    model: {
+      backbone: beitAdapterLargeBackbone(640, { with_cp: true }), neck: null,
+      decode_head: uperHeadCfg(1024, 150, 1024), auxiliary_head: auxHeadCfg(1024, 150),
+      test_cfg: { mode: 'slide', crop_size: [640, 640], stride: [426, 426] }, align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM),
+    test_pipeline: { img_scale: [2048, 640], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null },
+    dataset: structuredClone(ADE_DATASET),
   };
 }
 
@@ -345,7 +377,7 @@ function mask2formerBeit(name: string, crop: 640 | 896, pipeline: TestPipelineCf
   return {
     name, description, source: `ViT-Adapter segmentation/configs/ade20k/${name}.py`,
     model: {
-      backbone: beitAdapterLarge(crop),
+      backbone: beitAdapterLargeBackbone(crop, { with_cp: true }),
       neck: null,
       decode_head: mask2formerHeadCfg({
         inChannels: 1024, channels: 1024, numQueries: large ? 200 : 100, numThings: 100, numStuff: 50, heads: 32, ffn: 4096,
@@ -391,6 +423,7 @@ const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   fpn_deit_adapter_base_512_80k_ade20k: () => semanticFpn('fpn_deit_adapter_base_512_80k_ade20k', 'base',
     'Semantic FPN + ViT-Adapter-B, ADE20K 512×512, 80k (reconstructed config)'),
   upernet_deit_adapter_tiny_synthetic: syntheticTiny,
+  upernet_beit_adapter_large_640_160k_ade20k_ss: upernetBeitAdapterLarge640Ade,
   mask2former_beit_adapter_large_640_160k_ade20k_ss: () => mask2formerBeit640('ss'),
   mask2former_beit_adapter_large_640_160k_ade20k_ms: () => mask2formerBeit640('ms'),
   mask2former_beit_adapter_large_896_80k_ade20k_ss: () => mask2formerBeit('mask2former_beit_adapter_large_896_80k_ade20k_ss', 896,
@@ -446,8 +479,7 @@ export function listConfigs(): ConfigSummary[] {
     const t = c.model.test_cfg;
     return {
       name, description: c.description, source: c.source,
-      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`,
-      embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
+      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
       decode_head: c.model.decode_head.type, neck: c.model.neck?.type ?? null, auxiliary_head: c.model.auxiliary_head?.type ?? null,
       num_classes: numClassesOf(c),
       test_mode: t.mode === 'slide' ? `slide ${t.crop_size?.join('×')} stride ${t.stride?.join('×')}` : 'whole',
@@ -518,8 +550,9 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (!isPlainObject(m)) throw new ConfigError(`${where}: model must be an object`);
   checkKeys(`${where}: model`, m as unknown as Record<string, unknown>, MODEL_KEYS);
   if (!isPlainObject(m.backbone)) throw new ConfigError(`${where}: model.backbone must be an object`);
-  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter' && m.backbone.type !== 'BEiTAdapter') {
-    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter or BEiTAdapter, got ${JSON.stringify(m.backbone.type)}`);
+  const btype: unknown = (m.backbone as { type?: unknown }).type;
+  if (btype !== undefined && (typeof btype !== 'string' || !BACKBONE_TYPES.includes(btype))) {
+    throw new ConfigError(`${where}: model.backbone.type must be one of ${BACKBONE_TYPES.join(', ')}, got ${JSON.stringify(btype)}`);
   }
   for (const k of ['decode_head', 'neck', 'auxiliary_head'] as const) {
     const h = m[k];

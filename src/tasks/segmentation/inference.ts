@@ -25,10 +25,12 @@ import {
 import { type RgbImage, readImage } from '../../io/image.js';
 import { Module, StateDictError, type LoadResult } from '../../nn/index.js';
 import { openStateDict } from '../../nn/serialization.js';
+import { ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
+import { BEiTAdapter, type BEiTAdapterOptions } from '../../models/adapter/beit-adapter.js';
 import type { HeadConfig, NeckConfig } from '../../models/heads/index.js';
 import { flipHorizontalHWC, normalizeToCHW, rescaleSize, resizeBilinearHWC, sizeToMultiple } from './pipeline-image.js';
-import { type BackboneConfig, EncoderDecoder } from './segmentor.js';
-import { type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
+import { type Backbone, EncoderDecoder } from './segmentor.js';
+import { BACKBONE_TYPES, type BackboneCfg, type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
 
 /** Anything with mmseg's `encode_decode`: N×3×H×W normalised image → N×C×H×W logits at the input size. */
 export interface SegModel {
@@ -49,11 +51,24 @@ export interface BuildOptions {
   device?: string;
 }
 
+/**
+ * Builds a config's backbone by its `type`: `ViTAdapter` (also when absent) or `BEiTAdapter`. A BEiT-Adapter config
+ * with `pretrained` loads that BEiT checkpoint at construction (relative position tables re-sampled).
+ */
+export function buildBackbone(cfg: BackboneCfg): Backbone {
+  const { type, ...kwargs } = cfg;
+  switch (type ?? 'ViTAdapter') {
+    case 'ViTAdapter': return new ViTAdapter(kwargs as ViTAdapterOptions);
+    case 'BEiTAdapter': return new BEiTAdapter(kwargs as BEiTAdapterOptions);
+    default: throw new Error(`unknown backbone type ${JSON.stringify(type)}; expected ${BACKBONE_TYPES.join(' or ')}`);
+  }
+}
+
 /** Builds the config's `EncoderDecoder` with random (mmseg-initialised) weights, in eval mode. */
 export function buildSegmentor(config: SegConfig, o: BuildOptions = {}): EncoderDecoder {
   const m = config.model;
   const model = new EncoderDecoder({
-    backbone: { ...m.backbone, type: m.backbone.type ?? 'ViTAdapter' } as BackboneConfig,
+    backbone: buildBackbone(m.backbone),
     neck: m.neck ? (m.neck as unknown as NeckConfig) : null,
     decode_head: m.decode_head as unknown as HeadConfig,
     auxiliary_head: m.auxiliary_head ? (m.auxiliary_head as unknown as HeadConfig) : null,

@@ -9,7 +9,7 @@
  */
 import { type Tensor, scope } from '../../engine/index.js';
 import { Module, ModuleList } from '../../nn/index.js';
-import { BEiTAdapter, type BEiTAdapterOptions, ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/index.js';
+import { ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/index.js';
 import type { Capture } from '../../models/adapter/vit-adapter.js';
 import {
   DecodeHead, type HeadConfig, type HeadLosses, type NeckConfig, type SegmentationHead, buildHead, buildNeck, resize, spatial,
@@ -27,8 +27,8 @@ export interface Neck extends Module {
 
 /** Constructor options of {@link EncoderDecoder}: built modules, or mmseg config dicts. */
 export interface EncoderDecoderOptions {
-  /** A backbone module, or a `{type:'ViTAdapter' | 'BEiTAdapter', ...}` config (the authors' keys). */
-  backbone: Backbone | BackboneConfig;
+  /** A backbone module, or a `{type:'ViTAdapter', ...}` config (the authors' keys). */
+  backbone: Backbone | ({ type: 'ViTAdapter' } & ViTAdapterOptions);
   /** Optional neck: a module or a `{type:'FPN', ...}` config. */
   neck?: Neck | NeckConfig | null;
   /**
@@ -39,17 +39,6 @@ export interface EncoderDecoderOptions {
   decode_head: SegmentationHead | HeadConfig;
   /** Optional auxiliary head(s): one (keys `auxiliary_head.*`) or a list (keys `auxiliary_head.{i}.*`), as mmseg. */
   auxiliary_head?: DecodeHead | HeadConfig | (DecodeHead | HeadConfig)[] | null;
-}
-
-/** A backbone config: the authors' kwargs with `type` (`ViTAdapter`, or `BEiTAdapter` for the BEiT-based models). */
-export type BackboneConfig = ({ type: 'ViTAdapter' } & ViTAdapterOptions) | ({ type: 'BEiTAdapter' } & BEiTAdapterOptions);
-
-/** Builds a backbone from its config (`type` names the class; the rest are its constructor's options). */
-export function buildBackbone(cfg: BackboneConfig): Backbone {
-  const { type, ...rest } = cfg as { type?: unknown } & Record<string, unknown>;
-  if (type === 'ViTAdapter') return new ViTAdapter(rest as ViTAdapterOptions);
-  if (type === 'BEiTAdapter') return new BEiTAdapter(rest as BEiTAdapterOptions);
-  throw new Error(`backbone config type ${JSON.stringify(type)} is not supported (ViTAdapter, BEiTAdapter, or pass a module)`);
 }
 
 /** The training outputs of {@link EncoderDecoder.forwardTrain}. */
@@ -92,7 +81,9 @@ export class EncoderDecoder extends Module {
     if (isModule(o.backbone)) {
       backbone = o.backbone;
     } else {
-      backbone = buildBackbone(o.backbone as BackboneConfig);
+      const cfg = o.backbone as { type?: unknown };
+      if (cfg.type !== 'ViTAdapter') throw new Error(`EncoderDecoder: backbone config type ${JSON.stringify(cfg.type)} is not supported (ViTAdapter, or pass a module)`);
+      backbone = new ViTAdapter(o.backbone as ViTAdapterOptions);
     }
     this.backbone = this.registerModule('backbone', backbone);
     if (o.neck) this.neck = this.registerModule('neck', isModule(o.neck) ? o.neck : buildNeck(o.neck as NeckConfig));

@@ -14,7 +14,7 @@
  * heads, 100 queries, 150 classes); the BEiT-Adapter-L configs use 1024 channels, 32 heads, FFN 4096 (pass
  * `--in-channels 1024 --channels 1024 --heads 32 --ffn 4096`).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads } from '../src/engine/index.js';
 import { hasNativeMsDeformAttn, setMsDeformAttnImpl } from '../src/models/adapter/index.js';
@@ -86,8 +86,14 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-/** The process's maximum resident set size so far, in MB. */
-const peakRssMb = (): number => process.resourceUsage().maxRSS / 1024;
+/** This process's peak resident set size so far (`VmHWM`), in MB; `maxRSS` where /proc is missing. */
+function peakRssMb(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) / 1024;
+  } catch { /* no /proc */ }
+  return process.resourceUsage().maxRSS / 1024;
+}
 
 interface TorchResult extends Stats {
   torch_version: string;
@@ -130,6 +136,8 @@ async function main(): Promise<void> {
   const ts = timeCalls(() => { scope(() => noGrad(() => { head.forward(feats); })); }, o.repeats, o.warmup);
   const peakTs = peakRssMb();
   const params = head.numParameters();
+  head.dispose();
+  feats.forEach((f) => f.dispose());
   log(`  TypeScript: median ${ms(ts.median_s)} ms  min ${ms(ts.min_s)}  max ${ms(ts.max_s)} (${o.repeats} runs); ` +
     `peak RSS ${peakTs.toFixed(0)} MB (before the model ${baseTs.toFixed(0)} MB); ${(params / 1e6).toFixed(2)} M parameters`);
 
@@ -171,7 +179,6 @@ async function main(): Promise<void> {
       torch_parity: parity, ratio: r, memory_ratio: mem, load_start: load0, load_end: load1,
     }));
   }
-  head.dispose();
 }
 
 main().catch((e: unknown) => {

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 
 import torch
@@ -233,6 +232,16 @@ class Mask2FormerHead(nn.Module):
         return seg
 
 
+def proc_status_mb(field):
+    """`VmRSS` (current) or `VmHWM` (peak) of this process from /proc/self/status, in MB. Unlike `ru_maxrss`, the
+    peak starts afresh at exec, so the parent's memory at fork time does not count."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
+    raise SystemExit(f'/proc/self/status has no {field}')
+
+
 def head_from_config(cfg):
     enc = cfg['pixel_decoder']['encoder']
     dec = cfg['transformer_decoder']
@@ -289,7 +298,7 @@ def main():
         sys.exit(0 if ok else 1)
     if not a.bench:
         ap.error('give --check or --bench')
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = proc_status_mb('VmHWM')
     torch.manual_seed(0)
     head = Mask2FormerHead(a.in_channels, a.channels, a.queries, a.classes, a.enc_layers, a.heads, a.dec_layers, a.heads,
                            a.ffn, a.ffn).eval()
@@ -299,7 +308,7 @@ def main():
     res.update({
         'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'env': openblas_env(),
         'num_parameters': sum(p.numel() for p in head.parameters()),
-        'base_rss_mb': base_rss / 1024, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'base_rss_mb': base_rss, 'peak_rss_mb': proc_status_mb('VmHWM'),
     })
     if a.json:
         print(json.dumps(res))

@@ -469,12 +469,21 @@ export class BEiT extends Module {
     return this.rel_pos_bias ? this.rel_pos_bias.forward() : null;
   }
 
+  /**
+   * Receives `blocks.{j}` for every block that does not end the range a {@link runBlocks} call runs (set by a
+   * forward that captures intermediates; null otherwise).
+   */
+  protected blockCapture: ((name: string, t: Tensor) => void) | null = null;
+
   /** Runs blocks [from, to] (inclusive) on tokens (with the cls token first in the segmentation code base). */
   runBlocks(x: Tensor, from: number, to: number, H: number, W: number): Tensor {
     return scope(() => {
       const shared = this.sharedBias();
       let y = x;
-      for (let i = from; i <= to; i++) y = this.blocks.at(i).forward(y, H, W, shared);
+      for (let i = from; i <= to; i++) {
+        y = this.blocks.at(i).forward(y, H, W, shared);
+        if (i < to) this.blockCapture?.(`blocks.${i}`, y);
+      }
       return y;
     });
   }

@@ -221,3 +221,23 @@ test('BEiT3Adapter: BEiT-3 weights load under beit3.*; with γ = 0 its tokens ar
   });
   full.dispose();
 });
+
+test('BEiTAdapter capture: blocks.{j} for blocks inside an interaction (cls first); 4 interactions required with add_vit_feature', () => {
+  const cfg = {
+    img_size: 64, embed_dim: 32, depth: 8, num_heads: 2, qkv_bias: true, use_rel_pos_bias: true, conv_inplane: 8,
+    deform_num_heads: 2, interaction_indexes: [[0, 1], [2, 3], [4, 5], [6, 7]] as [number, number][],
+  };
+  const m = new BEiTAdapter(cfg).eval();
+  const names: string[] = [];
+  scope(() => {
+    noGrad(() => m.forward(randn([1, 3, 64, 64]), (n, t) => {
+      if (n.startsWith('blocks.')) {
+        names.push(n);
+        assert.deepEqual(t.shape, [1, 17, 32]);
+      }
+    }));
+  });
+  assert.deepEqual(names, ['blocks.0', 'blocks.2', 'blocks.4', 'blocks.6']);
+  m.dispose();
+  assert.throws(() => new BEiTAdapter({ ...cfg, interaction_indexes: [[0, 3], [4, 7]] }), /needs 4 interactions, got 2/);
+});

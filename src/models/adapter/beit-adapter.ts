@@ -77,6 +77,10 @@ export class BEiTAdapter extends BEiT {
     for (const [a, b] of idx) {
       if (!(a >= 0 && b >= a && b < this.depth)) throw new Error(`BEiTAdapter: interaction index [${a}, ${b}] out of range for depth ${this.depth}`);
     }
+    if (this.addVitFeature && (this.variant === 'segmentation' || this.version === 'old') && idx.length !== 4) {
+      throw new Error(`BEiTAdapter: add_vit_feature adds one interaction's output to each of the 4 pyramid levels, so it ` +
+        `needs 4 interactions, got ${idx.length}`);
+    }
     this.interactionIndexes = idx.map(([a, b]) => [a, b]);
     this.level_embed = this.registerParameter('level_embed', zeros([3, D]));
     this.spm = this.registerModule('spm', new SpatialPriorModule(options.conv_inplane ?? 64, D));
@@ -112,9 +116,19 @@ export class BEiTAdapter extends BEiT {
 
   /**
    * Runs the backbone: four maps B×D×H/s×W/s for strides 4, 8, 16, 32. `capture` receives `spm.c1..c4`,
-   * `interactions.{i}.x|c` (and `.cls` in the segmentation variant).
+   * `interactions.{i}.x|c` (and `.cls` in the segmentation variant), and `blocks.{j}` for blocks that do not end an
+   * interaction (with the cls token at index 0 in the segmentation variant).
    */
   forward(x: Tensor, capture?: Capture): [Tensor, Tensor, Tensor, Tensor] {
+    this.blockCapture = capture ?? null;
+    try {
+      return this.run(x, capture);
+    } finally {
+      this.blockCapture = null;
+    }
+  }
+
+  private run(x: Tensor, capture?: Capture): [Tensor, Tensor, Tensor, Tensor] {
     const [B, h, w] = this.checkImage(x, 'BEiTAdapter', 32);
     const D = this.embedDim;
     const d = this.deformCache.get(h, w, x.device);

@@ -1,10 +1,11 @@
 /**
  * Backbone benchmark: the TypeScript ViT-Adapter (libtorch through the addon) against the PyTorch re-implementation
  * in bench/torch_vit_adapter.py, same preset, input size and thread count, in one run; plus a per-module profile of
- * both sides.
+ * both sides. The BEiT-Adapter presets (`beit-base`, `beit-large`, relative position grid = the input size) run
+ * against bench/torch_beit.py. `--memory` also measures each side's peak resident memory in a fresh process.
  *
- *   node dist/bench/backbone.js [--presets tiny,small] [--size 512] [--repeats 5] [--threads N] [--rounds 1]
- *     [--msda auto|native|composition|both] [--profile-repeats 5] [--no-profile] [--no-python]
+ *   node dist/bench/backbone.js [--presets tiny,small,beit-base] [--size 512] [--repeats 5] [--threads N] [--rounds 1]
+ *     [--msda auto|native|composition|both] [--profile-repeats 5] [--no-profile] [--no-python] [--memory]
  *     [--python /usr/bin/python3] [--openblas-env keep|unset] [--json]
  *
  * `--msda both` (the default) times the native deformable-attention kernel when the addon has it, and the grid_sample
@@ -19,9 +20,9 @@ import {
   type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
 import {
-  type MSDeformAttn, ViTAdapter, backbonePreset, hasNativeMsDeformAttn, setMsDeformAttnImpl,
+  BEiTAdapter, type MSDeformAttn, ViTAdapter, hasNativeMsDeformAttn, setMsDeformAttnImpl,
 } from '../src/models/adapter/index.js';
-import { type BenchBackboneResult, benchBackbone } from '../src/tools/bench-backbone.js';
+import { BENCH_PRESETS, type BenchBackboneResult, benchBackbone, buildBenchBackbone } from '../src/tools/bench-backbone.js';
 import {
   type CommonOptions, type MsdaMode, type Ratio, type Stats, OPENBLAS_VARS, Timers as SectionTimers, checkSize,
   commonFlag, cpuSeconds, envLine, loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats, printRows,
@@ -35,16 +36,20 @@ interface Options extends CommonOptions {
   msda: MsdaMode | 'both';
   python: string | null;
   openblasEnv: 'keep' | 'unset';
+  memory: boolean;
+  /** Internal: run one preset's forwards in this (fresh) process and print its peak RSS. */
+  memoryChild: string | null;
 }
 
-const USAGE = `usage: node dist/bench/backbone.js [--presets tiny,small] [--size 512] [--repeats 5] [--warmup 1]
+const USAGE = `usage: node dist/bench/backbone.js [--presets tiny,small,beit-base] [--size 512] [--repeats 5] [--warmup 1]
   [--threads N] [--rounds K] [--msda auto|native|composition|both] [--profile-repeats 5] [--no-profile]
-  [--no-python] [--python /usr/bin/python3] [--openblas-env keep|unset] [--json]`;
+  [--no-python] [--memory] [--python /usr/bin/python3] [--openblas-env keep|unset] [--json]`;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     presets: ['tiny', 'small'], size: 512, repeats: 5, warmup: 1, threads: 0, rounds: 1, msda: 'both', profile: true,
-    profileRepeats: 5, python: null, pythonExe: '/usr/bin/python3', openblasEnv: 'keep', json: false,
+    profileRepeats: 5, python: null, pythonExe: '/usr/bin/python3', openblasEnv: 'keep', json: false, memory: false,
+    memoryChild: null,
   };
   parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
@@ -55,6 +60,8 @@ function parseArgs(argv: string[]): Options {
         o.msda = v as Options['msda'];
         break;
       }
+      case '--memory': o.memory = true; break;
+      case '--memory-child': o.memoryChild = val(); break;
       case '--openblas-env': {
         const v = val();
         if (v !== 'keep' && v !== 'unset') throw new Error(`--openblas-env: expected keep|unset, got ${v}`);
@@ -86,29 +93,67 @@ function reexecWithoutOpenblasEnv(): never {
  * `ViTAdapter.prototype.forward` for the duration (restored afterwards). The first `warmup` calls are dropped.
  */
 async function benchBackboneWithCpu(opts: Parameters<typeof benchBackbone>[0]): Promise<BenchBackboneResult & Stats> {
-  const proto = ViTAdapter.prototype;
-  const orig = proto.forward;
   const cpu: number[] = [];
-  proto.forward = function timedForward(this: ViTAdapter, ...args: Parameters<typeof orig>) {
-    const c0 = process.cpuUsage();
-    try {
-      return orig.apply(this, args);
-    } finally {
-      cpu.push(cpuSeconds(c0));
-    }
-  };
+  type Fwd = (this: unknown, ...args: unknown[]) => unknown;
+  const restore: (() => void)[] = [];
+  for (const proto of [ViTAdapter.prototype, BEiTAdapter.prototype] as unknown as { forward: Fwd }[]) {
+    const orig = proto.forward;
+    proto.forward = function timedForward(this: unknown, ...args: unknown[]) {
+      const c0 = process.cpuUsage();
+      try {
+        return orig.apply(this, args);
+      } finally {
+        cpu.push(cpuSeconds(c0));
+      }
+    };
+    restore.push(() => { proto.forward = orig; });
+  }
   try {
     const r = await benchBackbone(opts);
     const timed = cpu.slice(cpu.length - r.times_s.length);
     return { ...r, ...stats(r.times_s, timed) };
   } finally {
-    proto.forward = orig;
+    restore.forEach((f) => f());
   }
+}
+
+// ---- peak memory (fresh processes) ---------------------------------------------------------------------------
+
+/** Peak and base resident set sizes of one side's process. */
+interface MemoryResult { peak_rss_bytes: number; base_rss_bytes: number }
+
+/** Resident set size now (Linux /proc/self/statm), bytes. */
+function rssNow(): number {
+  return process.memoryUsage.rss();
+}
+
+/** `--memory-child PRESET`: builds the preset in this fresh process, runs warm-up + repeats forwards, prints the RSS. */
+function memoryChild(o: Options, preset: string): void {
+  const base = rssNow();
+  manualSeed(0);
+  const model = buildBenchBackbone(preset, o.size).eval();
+  const input = randn([1, 3, o.size, o.size]).keep();
+  for (let i = 0; i < o.warmup + o.repeats; i++) scope(() => { noGrad(() => model.forward(input)); });
+  const peak = process.resourceUsage().maxRSS * 1024;
+  console.log(JSON.stringify({ peak_rss_bytes: peak, base_rss_bytes: base }));
+}
+
+/** Runs {@link memoryChild} in a fresh Node process with the same thread count. */
+function measureTsMemory(o: Options, preset: string, msda: MsdaMode): MemoryResult {
+  const args = [...process.execArgv, fileURLToPath(import.meta.url), '--memory-child', preset, '--size', String(o.size),
+    '--repeats', String(o.repeats), '--warmup', String(o.warmup), '--threads', String(o.threads), '--msda', msda];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', env: process.env });
+  if (r.status !== 0) throw new Error(`memory child failed (status ${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as MemoryResult;
 }
 
 // ---- PyTorch side ------------------------------------------------------------------------------------------
 
 const SCRIPT = 'torch_vit_adapter.py';
+const BEIT_SCRIPT = 'torch_beit.py';
+
+/** The PyTorch script of a preset: torch_beit.py for the BEiT-Adapter presets. */
+const scriptOf = (preset: string): string => (preset.startsWith('beit') ? BEIT_SCRIPT : SCRIPT);
 
 interface TorchResult extends Stats {
   preset: string;
@@ -120,6 +165,9 @@ interface TorchResult extends Stats {
   env: Record<string, string | null>;
   profile_s?: Record<string, number>;
   profile_cpu_s?: Record<string, number>;
+  /** torch_beit.py --bench only: peak and post-import resident set sizes of the script's process. */
+  peak_rss_bytes?: number;
+  base_rss_bytes?: number;
 }
 
 /** Runs the PyTorch script once: `bench` times `repeats` forwards, `profile` runs `repeats` profiled forwards. */
@@ -183,14 +231,14 @@ interface TsProfile {
 function profileTs(preset: string, o: Options, msda: MsdaMode): TsProfile {
   setMsDeformAttnImpl(msda === 'auto' ? null : msda === 'native');
   manualSeed(0);
-  const model = new ViTAdapter(backbonePreset(preset)).eval();
+  const model = buildBenchBackbone(preset, o.size).eval();
   const input = randn([1, 3, o.size, o.size]).keep();
   const forward = (): Tensor[] => noGrad(() => model.forward(input));
   try {
     const reference = scope(() => forward()).map((t) => t.keep());
     const timers = new Timers();
     const undo: (() => void)[] = [];
-    undo.push(wrapMethod(model, 'embed', timers, 'embed'));
+    undo.push(wrapMethod(model, model instanceof BEiTAdapter ? 'embedPatches' : 'embed', timers, 'embed'));
     undo.push(wrapMethod(model.spm, 'forward', timers, 'spm'));
     undo.push(wrapMethod(model, 'runBlocks', timers, 'vit_blocks'));
     for (const layer of model.interactions) {
@@ -247,15 +295,18 @@ interface PresetReport {
   /** TS / PyTorch by msda mode: median wall time, minimum wall time, median CPU time. */
   ratios: Record<string, Ratio>;
   ts_profile?: TsProfile;
+  /** With --memory: peak RSS of each side's fresh process (TS: the first msda mode). */
+  memory?: { ts: MemoryResult; torch: MemoryResult | null; ratio: number | null; ts_msda: string };
 }
 
 function printTable(reports: PresetReport[]): void {
   const rows: string[][] = [['preset', 'side', 'msda', 'median ms', 'min ms', 'max ms', 'CPU ms', 'TS/PyTorch',
-    'mins ratio', 'CPU ratio', 'target (tiny, median)']];
+    'mins ratio', 'CPU ratio', 'target (median)']];
   for (const r of reports) {
     for (const t of r.ts) {
       const q = r.ratios[t.msda];
-      const target = r.preset === 'tiny' && q ? `<= 0.5 ${q.median <= 0.5 ? 'met' : 'NOT met'}` : '';
+      const goal = r.preset === 'tiny' ? 0.5 : r.preset.startsWith('beit') ? 0.7 : null;
+      const target = goal !== null && q ? `<= ${goal} ${q.median <= goal ? 'met' : 'NOT met'}` : '';
       rows.push([r.preset, 'TS', t.msda, ms(t.median_s), ms(t.min_s), ms(t.max_s), ms(t.cpu_median_s),
         q ? q.median.toFixed(3) : '-', q ? q.min.toFixed(3) : '-', q ? q.cpu.toFixed(3) : '-', target]);
     }
@@ -270,13 +321,31 @@ function printTable(reports: PresetReport[]): void {
   printRows(rows, '  ', 3);
 }
 
+const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
+
+/** Peak resident memory of each side (fresh processes; "base" = after start-up, before the model is built). */
+function printMemory(reports: PresetReport[]): void {
+  const withMem = reports.filter((r) => r.memory);
+  if (!withMem.length) return;
+  console.log('\n  peak resident memory per process (MiB; base = after start-up and imports, before building the model)');
+  const rows: string[][] = [['preset', 'TS peak', 'TS base', 'PyTorch peak', 'PyTorch base', 'TS/PyTorch peak', 'target <= 1.2']];
+  for (const r of withMem) {
+    const m = r.memory!;
+    rows.push([r.preset, mib(m.ts.peak_rss_bytes), mib(m.ts.base_rss_bytes), m.torch ? mib(m.torch.peak_rss_bytes) : '-',
+      m.torch ? mib(m.torch.base_rss_bytes) : '-', m.ratio !== null ? m.ratio.toFixed(3) : '- (no PyTorch peak)',
+      m.ratio !== null ? (m.ratio <= 1.2 ? 'met' : 'NOT met') : '']);
+  }
+  printRows(rows, '    ', 1);
+}
+
 function printProfile(r: PresetReport, passes: number): void {
   if (!r.ts_profile) return;
   const ts = r.ts_profile.profile_s;
   const tc = r.ts_profile.profile_cpu_s;
   const py = r.torch?.profile_s;
   const pc = r.torch?.profile_cpu_s;
-  console.log(`\n  per-module time of one forward, ViT-Adapter-${r.preset} (TS msda: ${r.ts_profile.msda}; each side's fastest ` +
+  const label = r.preset.startsWith('beit') ? `BEiT-Adapter (${r.preset})` : `ViT-Adapter-${r.preset}`;
+  console.log(`\n  per-module time of one forward, ${label} (TS msda: ${r.ts_profile.msda}; each side's fastest ` +
     `of ${passes} profiled passes; wall ms, % of the wall total, process CPU ms of all threads)`);
   const head = ['module', 'TS ms', 'TS %', 'TS CPU ms', ...(py && pc ? ['PyTorch ms', 'PyTorch %', 'PyTorch CPU ms', 'TS/PyTorch'] : [])];
   const rows: string[][] = [head];
@@ -294,6 +363,12 @@ function printProfile(r: PresetReport, passes: number): void {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.memoryChild) {
+    if (o.threads) setNumThreads(o.threads);
+    setMsDeformAttnImpl(o.msda === 'native' ? true : o.msda === 'composition' ? false : null);
+    memoryChild(o, o.memoryChild);
+    return;
+  }
   if (o.openblasEnv === 'unset' && !process.env.VITA_BENCH_REEXEC && OPENBLAS_VARS.some((k) => process.env[k] !== undefined)) {
     reexecWithoutOpenblasEnv();
   }
@@ -312,17 +387,18 @@ async function main(): Promise<void> {
   const info = backend().info();
   const { log, progress } = reporters(o.json);
 
-  log(`ViT-Adapter backbone benchmark: ${o.size}x${o.size}, batch 1, ${o.threads} threads, ${o.repeats} timed ` +
+  log(`Backbone benchmark (ViT-Adapter / BEiT-Adapter): ${o.size}x${o.size}, batch 1, ${o.threads} threads, ${o.repeats} timed ` +
     `forwards after ${o.warmup} warm-up, ${o.rounds} round(s); libtorch ${info.torchVersion}`);
   log(envLine(env) +
     (OPENBLAS_VARS.some((k) => env[k] !== null) ? '  [set: they slow OpenBLAS here; --openblas-env unset to compare]' : '  [not set]'));
   log(machineLine(load0, '  [busy: timings are noisy; see the mins ratio, use --rounds]'));
   log(`  native ms_deform_attn kernel: ${native ? 'built in' : 'NOT built into this addon (TS times the grid_sample composition only)'}`);
-  log(`  PyTorch: ${problem ? `skipped: ${problem}` : `${o.pythonExe} ${o.python}`}`);
+  log(`  PyTorch: ${problem ? `skipped: ${problem}` : `${o.pythonExe} ${[...new Set(o.presets.map(scriptOf))].map((n) => pythonScript(n) ?? `bench/${n} (not found)`).join(', ')}`}`);
 
   const reports: PresetReport[] = [];
   for (const preset of o.presets) {
-    backbonePreset(preset); // validates the name
+    if (!BENCH_PRESETS.includes(preset)) throw new Error(`unknown preset ${JSON.stringify(preset)}; expected one of ${BENCH_PRESETS.join(', ')}`);
+    const pyScript = o.python ? pythonScript(scriptOf(preset)) : null;
     const tsRuns = new Map<MsdaMode, (BenchBackboneResult & Stats)[]>(modes.map((m) => [m, []]));
     const pyRuns: TorchResult[] = [];
     let torchError: string | undefined;
@@ -333,10 +409,10 @@ async function main(): Promise<void> {
         tsRuns.get(m)!.push(r);
         log(` median ${ms(r.median_s)} ms (CPU ${ms(r.cpu_median_s)} ms)`);
       }
-      if (o.python && !torchError) {
+      if (pyScript && !torchError) {
         progress(`  ${preset}: PyTorch round ${round + 1}/${o.rounds}...`);
         try {
-          const r = runPython(o, o.python, preset, 'bench', o.repeats);
+          const r = runPython(o, pyScript, preset, 'bench', o.repeats);
           pyRuns.push(r);
           log(` median ${ms(r.median_s)} ms (CPU ${ms(r.cpu_median_s)} ms)` +
             (r.threads !== o.threads ? `  [warning: PyTorch ran ${r.threads} threads, TS ${o.threads}]` : ''));
@@ -360,10 +436,10 @@ async function main(): Promise<void> {
       progress(`  ${preset}: profiling TS (${modes[0]})...`);
       report.ts_profile = profileTs(preset, o, modes[0]!);
       log(' done');
-      if (o.python && torch) {
+      if (pyScript && torch) {
         progress(`  ${preset}: profiling PyTorch...`);
         try {
-          const p = runPython(o, o.python, preset, 'profile', o.profileRepeats);
+          const p = runPython(o, pyScript, preset, 'profile', o.profileRepeats);
           torch.profile_s = p.profile_s!;
           torch.profile_cpu_s = p.profile_cpu_s!;
           log(' done');
@@ -371,6 +447,13 @@ async function main(): Promise<void> {
           log(` failed: ${(e as Error).message}`);
         }
       }
+    }
+    if (o.memory) {
+      progress(`  ${preset}: peak memory (fresh processes)...`);
+      const tsMem = measureTsMemory(o, preset, modes[0]!);
+      const pyMem = torch?.peak_rss_bytes ? { peak_rss_bytes: torch.peak_rss_bytes, base_rss_bytes: torch.base_rss_bytes ?? 0 } : null;
+      report.memory = { ts: tsMem, torch: pyMem, ratio: pyMem ? tsMem.peak_rss_bytes / pyMem.peak_rss_bytes : null, ts_msda: modes[0]! };
+      log(` TS ${mib(tsMem.peak_rss_bytes)} MiB` + (pyMem ? `, PyTorch ${mib(pyMem.peak_rss_bytes)} MiB` : ''));
     }
     reports.push(report);
   }
@@ -387,8 +470,9 @@ async function main(): Promise<void> {
   console.log(`\nResults per 1x3x${o.size}x${o.size} forward. TS/PyTorch = TS median / PyTorch median (wall); ` +
     `mins ratio = TS min / PyTorch min (the least sensitive to other load on the machine); CPU = median process CPU ` +
     `time per forward, all threads (it inflates too under load: OpenMP threads spin while a peer is descheduled). ` +
-    `Target for tiny: TS/PyTorch <= 0.5.`);
+    `Targets: tiny TS/PyTorch <= 0.5; BEiT-Adapter <= 0.7 (time) and <= 1.2 (peak memory, --memory).`);
   printTable(reports);
+  printMemory(reports);
   for (const r of reports) printProfile(r, o.profileRepeats);
   console.log(loadEndLine(load1));
 }

@@ -104,8 +104,8 @@ const commands: Record<string, Command> = {
     },
   },
   bench: {
-    summary: 'time a model: bench backbone --preset tiny|small|base|large --size 512',
-    usage: 'vit-adapter bench backbone --preset tiny|small|base|large [--size 512] [--batch 1] [--device cpu|cuda] ' +
+    summary: 'time a model: bench backbone --preset tiny|small|base|large|beit-base|beit-large --size 512',
+    usage: 'vit-adapter bench backbone --preset tiny|small|base|large|beit-base|beit-large [--size 512] [--batch 1] [--device cpu|cuda] ' +
       '[--repeats 5] [--warmup 1] [--msda auto|native|composition] [--threads N] [--json]',
     options: {
       preset: 'string', size: 'number', batch: 'number', device: 'string', repeats: 'number', warmup: 'number',
@@ -123,7 +123,7 @@ const commands: Record<string, Command> = {
       });
       if (p.options.json) print(JSON.stringify(r));
       else {
-        print(`ViT-Adapter-${r.preset} ${r.size}×${r.size} batch ${r.batch} on ${r.device} (${r.threads} threads, libtorch ${r.torch_version}, msda ${r.msda}, ${(r.num_parameters / 1e6).toFixed(2)} M params)`);
+        print(`${r.preset.startsWith('beit') ? `BEiT-Adapter (${r.preset})` : `ViT-Adapter-${r.preset}`} ${r.size}×${r.size} batch ${r.batch} on ${r.device} (${r.threads} threads, libtorch ${r.torch_version}, msda ${r.msda}, ${(r.num_parameters / 1e6).toFixed(2)} M params)`);
         print(`median ${r.median_s.toFixed(3)} s  min ${r.min_s.toFixed(3)} s  max ${r.max_s.toFixed(3)} s  (${r.times_s.length} runs)`);
       }
       return 0;

@@ -9,8 +9,31 @@ export function fans(t: Tensor): { fanIn: number; fanOut: number } {
   return { fanIn: s[1]! * rf, fanOut: s[0]! * rf };
 }
 
+let skipDepth = 0;
+
+/**
+ * Runs `fn` with every initialiser of this module turned into a no-op, so that modules built inside keep the values
+ * their tensors were created with (`empty` ones stay uninitialised). For a model whose weights are loaded next, or
+ * whose structure (state-dict names and shapes) is all that is needed: a large model builds in a fraction of the
+ * time. Synchronous functions only.
+ */
+export function withoutInit<T>(fn: () => T): T {
+  skipDepth++;
+  try {
+    return fn();
+  } finally {
+    skipDepth--;
+  }
+}
+
+/** Whether initialisers are currently skipped ({@link withoutInit}). */
+export function initSkipped(): boolean {
+  return skipDepth > 0;
+}
+
 /** Fills with `value`. */
 export function constant_(t: Tensor, value: number): Tensor {
+  if (skipDepth > 0) return t;
   noGrad(() => t.fill_(value));
   return t;
 }
@@ -20,11 +43,13 @@ export function zeros_(t: Tensor): Tensor { return constant_(t, 0); }
 export function ones_(t: Tensor): Tensor { return constant_(t, 1); }
 /** U(a, b). */
 export function uniform_(t: Tensor, a = 0, b = 1): Tensor {
+  if (skipDepth > 0) return t;
   noGrad(() => t.uniform_(a, b));
   return t;
 }
 /** N(mean, std²). */
 export function normal_(t: Tensor, mean = 0, std = 1): Tensor {
+  if (skipDepth > 0) return t;
   noGrad(() => t.normal_(mean, std));
   return t;
 }
@@ -56,6 +81,7 @@ function erf(x: number): number {
  * CDF values of the bounds).
  */
 export function truncNormal_(t: Tensor, mean = 0, std = 1, a = -2, b = 2): Tensor {
+  if (skipDepth > 0) return t;
   const l = normCdf((a - mean) / std);
   const u = normCdf((b - mean) / std);
   noGrad(() => {

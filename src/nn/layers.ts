@@ -1,7 +1,7 @@
 /** Standard layers with PyTorch's parameter names, shapes, defaults and initialisation. */
 import {
   type Tensor, adaptiveAvgPool2d, batchNorm, conv2d, convTranspose2d, dropout, empty, gelu, layerNorm, linear,
-  maxPool2d, ones, rand, relu, zeros, scalarTensor, scope,
+  maxPool2d, ones, rand, relu, zeros, scalarTensor, scope, groupNorm,
 } from '../engine/index.js';
 import { Module, type UnaryModule } from './module.js';
 import { fans, kaimingUniform_, normal_, ones_, uniform_, zeros_ } from './init.js';
@@ -249,6 +249,26 @@ export class ModuleList<M extends Module = Module> extends Module implements Ite
   }
   [Symbol.iterator](): Iterator<M> { return this.items[Symbol.iterator](); }
   slice(start: number, end?: number): M[] { return this.items.slice(start, end); }
+}
+
+/** Group normalisation over N×C×... (PyTorch `GroupNorm`). Parameters `weight`, `bias` (affine); no buffers. */
+export class GroupNorm extends Module implements UnaryModule {
+  weight: Tensor | null;
+  bias: Tensor | null;
+  constructor(readonly numGroups: number, readonly numChannels: number, readonly eps = 1e-5, affine = true) {
+    super();
+    if (!Number.isInteger(numGroups) || numGroups < 1 || numChannels % numGroups) {
+      throw new Error(`GroupNorm: num_channels ${numChannels} must be divisible by num_groups ${numGroups}`);
+    }
+    this.weight = affine ? this.registerParameter('weight', ones([numChannels])) : null;
+    this.bias = affine ? this.registerParameter('bias', zeros([numChannels])) : null;
+  }
+  forward(x: Tensor): Tensor {
+    if (x.ndim < 2 || x.shape[1] !== this.numChannels) {
+      throw new Error(`GroupNorm: expected N×${this.numChannels}×..., got [${x.shape.join(', ')}]`);
+    }
+    return groupNorm(x, this.numGroups, this.weight, this.bias, this.eps);
+  }
 }
 
 export { ones_, zeros_ };

@@ -1,6 +1,21 @@
 /** Times ViT-Adapter backbone forward passes with random weights (the `bench backbone` command). */
 import { backend, getNumThreads, manualSeed, noGrad, randn, scope, cuda } from '../engine/index.js';
-import { ViTAdapter, backbonePreset } from '../models/adapter/index.js';
+import {
+  BEIT_ADAPTER_PRESETS, BEiTAdapter, BACKBONE_PRESETS, ViTAdapter, backbonePreset, beitAdapterPreset,
+} from '../models/adapter/index.js';
+
+/** Backbone preset names `bench backbone` accepts: the ViT-Adapter sizes and the BEiT-Adapter ones. */
+export const BENCH_PRESETS: readonly string[] = Object.freeze([...Object.keys(BACKBONE_PRESETS), ...Object.keys(BEIT_ADAPTER_PRESETS)]);
+
+/**
+ * Builds a preset's backbone for `size`×`size` inputs: a ViT-Adapter size (`tiny`, `small`, `base`, `large`) or a
+ * BEiT-Adapter one (`beit-base`, `beit-large`; its relative position grid is the input's).
+ */
+export function buildBenchBackbone(preset: string, size: number): ViTAdapter | BEiTAdapter {
+  if (preset in BEIT_ADAPTER_PRESETS) return new BEiTAdapter(beitAdapterPreset(preset, size));
+  if (preset in BACKBONE_PRESETS) return new ViTAdapter(backbonePreset(preset));
+  throw new Error(`unknown backbone preset ${JSON.stringify(preset)}; expected one of ${BENCH_PRESETS.join(', ')}`);
+}
 
 /** Options of {@link benchBackbone}. */
 export interface BenchBackboneOptions {
@@ -40,7 +55,7 @@ export async function benchBackbone(o: BenchBackboneOptions): Promise<BenchBackb
   const repeats = o.repeats ?? 5;
   if (o.size % 32) throw new Error(`--size must be a multiple of 32, got ${o.size}`);
   manualSeed(0);
-  const model = new ViTAdapter(backbonePreset(o.preset)).eval();
+  const model = buildBenchBackbone(o.preset, o.size).eval();
   if (device !== 'cpu') model.to(device);
   const input = randn([batch, 3, o.size, o.size], { device }).keep();
   const sync = (): void => { if (device.startsWith('cuda')) cuda.synchronize(); };

@@ -7,9 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { type DType, type Tensor, noGrad, scope } from '../engine/index.js';
 import { ViTAdapter, type ViTAdapterOptions, msDeformAttnCore } from '../models/adapter/index.js';
-import { loadWeights, readStateDict } from '../nn/index.js';
+import { BEiTAdapter, type BEiTAdapterOptions } from '../models/adapter/beit-adapter.js';
+import { BEiTBaseline, type BEiTBaselineOptions } from '../models/beit.js';
+import { type Module, loadWeights, readStateDict } from '../nn/index.js';
 import { maxRelativeError } from './compare.js';
 import { buildHeadFixture } from './reference-heads.js';
+import { beitFixtureKind, checkBEiTFixture } from './reference-beit.js';
 
 /** One compared tensor. */
 export interface ParityRow { name: string; maxRelErr: number; ok: boolean }
@@ -25,17 +28,22 @@ function row(name: string, got: Tensor, ref: Tensor, tol: number): ParityRow {
   return { name, maxRelErr: e, ok: e < tol && Number.isFinite(e) };
 }
 
+/** A comparison of one stored tensor other than the relative error (e.g. label maps). */
+export type CustomCompare = (got: Tensor, ref: Tensor) => ParityRow;
+
 /**
  * Compares every stored tensor of a fixture's io file (except the inputs) with what the run produced under the same
- * name; a name the run did not produce fails. Disposes both maps.
+ * name; a name the run did not produce fails. `custom` replaces the relative-error comparison for the names it
+ * holds. Disposes both maps.
  */
 export function compareStored(io: Map<string, Tensor>, got: Map<string, Tensor>, tol: number,
-  isInput: (name: string) => boolean): ParityRow[] {
+  isInput: (name: string) => boolean, custom: ReadonlyMap<string, CustomCompare> = new Map()): ParityRow[] {
   const rows: ParityRow[] = [];
   for (const [name, ref] of io) {
     if (isInput(name)) continue;
     const g = got.get(name);
-    rows.push(g ? row(name, g, ref, tol) : { name, maxRelErr: Number.NaN, ok: false });
+    const c = custom.get(name);
+    rows.push(!g ? { name, maxRelErr: Number.NaN, ok: false } : c ? c(g, ref) : row(name, g, ref, tol));
   }
   io.forEach((t) => t.dispose());
   got.forEach((t) => t.dispose());
@@ -75,12 +83,38 @@ export function checkMsdaFixture(path: string, o: CheckReferenceOptions = {}): P
   });
 }
 
+/** A backbone fixture's JSON: the reference class (`model`), its constructor arguments and the code base. */
+export interface BackboneFixtureConfig {
+  model?: string;
+  kwargs: Record<string, unknown>;
+  variant?: string;
+}
+
+/** A backbone that parity checks can run: image → four maps, intermediates through `capture`. */
+export interface FixtureBackbone extends Module {
+  forward(x: Tensor, capture?: (name: string, t: Tensor) => void): Tensor[];
+}
+
+/**
+ * Builds the model a backbone fixture names (`model`: `ViTAdapter` when absent, `BEiTAdapter`, `BEiTBaseline`) from
+ * its `kwargs` and `variant`.
+ */
+export function buildFixtureBackbone(cfg: BackboneFixtureConfig): FixtureBackbone {
+  const variant = (cfg.variant ?? 'segmentation') as 'segmentation' | 'detection';
+  switch (cfg.model ?? 'ViTAdapter') {
+    case 'ViTAdapter': return new ViTAdapter({ ...(cfg.kwargs as ViTAdapterOptions), variant });
+    case 'BEiTAdapter': return new BEiTAdapter({ ...(cfg.kwargs as BEiTAdapterOptions), variant });
+    case 'BEiTBaseline': return new BEiTBaseline({ ...(cfg.kwargs as BEiTBaselineOptions), variant });
+    default: throw new Error(`check-reference: unknown backbone model ${JSON.stringify(cfg.model)} (expected ViTAdapter, BEiTAdapter or BEiTBaseline)`);
+  }
+}
+
 /** Backbone fixture `DIR/NAME`: outputs f1..f4 and every intermediate in NAME.io.safetensors. */
 export function checkBackboneFixture(prefix: string, o: CheckReferenceOptions = {}): ParityRow[] {
   const tol = o.tolerance ?? PARITY_TOLERANCE;
   const device = o.device ?? 'cpu';
-  const cfg = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { kwargs: ViTAdapterOptions; variant?: 'segmentation' | 'detection' };
-  const model = new ViTAdapter({ ...cfg.kwargs, variant: cfg.variant ?? 'segmentation' });
+  const cfg = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as BackboneFixtureConfig;
+  const model = buildFixtureBackbone(cfg);
   loadWeights(model, `${prefix}.weights.safetensors`, { strict: true });
   model.eval();
   if (device !== 'cpu') model.to(device);
@@ -113,5 +147,8 @@ export function checkReference(target: string, o: CheckReferenceOptions = {}): P
   const cfg = JSON.parse(readFileSync(json, 'utf8')) as Record<string, unknown>;
   if ('kwargs' in cfg) return checkBackboneFixture(target, o);
   if ('decode_head' in cfg || 'auxiliary_head' in cfg) return buildHeadFixture(target, cfg, o);
-  throw new Error(`check-reference: ${json} is neither a backbone fixture (kwargs) nor a head fixture (decode_head/auxiliary_head)`);
+  const beit = beitFixtureKind(cfg);
+  if (beit) return checkBEiTFixture(beit, target, cfg, o);
+  throw new Error(`check-reference: ${json} is neither a backbone fixture (kwargs), a head fixture (decode_head/auxiliary_head) ` +
+    'nor a BEiT-family fixture (encoder_config, relative position / position table resize, pretrained checkpoint)');
 }

@@ -69,8 +69,13 @@ test('buildHead: unknown keys and unsupported norm/act/conv configs are errors n
   };
   assert.ok(buildHead(base) instanceof FCNHead);
   assert.throws(() => buildHead({ ...base, foo: 1, bar_baz: 2 }), /unknown config key\(s\) foo, bar_baz/);
-  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'GN', num_groups: 2 } }), /norm_cfg: unknown config key\(s\) num_groups/);
-  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'GN' } }), /norm_cfg type "GN" is not supported/);
+  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'BN', num_groups: 2 } }), /norm_cfg: unknown config key\(s\) num_groups/);
+  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'GN' } }), /GN needs num_groups/);
+  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'GN', num_groups: 2, momentum: 0.1 } }), /unknown config key\(s\) momentum/);
+  assert.throws(() => buildHead({ ...base, norm_cfg: { type: 'LN' } }), /norm_cfg type "LN" is not supported/);
+  // GroupNorm: mmcv's `gn.*` keys, no buffers, no conv bias (bias 'auto')
+  const gn = buildHead({ ...base, norm_cfg: { type: 'GN', num_groups: 2 } });
+  assert.deepEqual([...gn.stateDict().keys()].slice(2), ['convs.0.conv.weight', 'convs.0.gn.weight', 'convs.0.gn.bias']);
   assert.throws(() => buildHead({ ...base, act_cfg: { type: 'GELU' } }), /act_cfg type "GELU" is not supported/);
   assert.throws(() => buildHead({ ...base, conv_cfg: { type: 'DCNv2' } }), /conv_cfg type "DCNv2" is not supported/);
   assert.throws(() => buildHead({ ...base, loss_decode: { type: 'LovaszLoss' } }), /LovaszLoss/);

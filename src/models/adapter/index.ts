@@ -6,3 +6,5 @@ export * from './extractor.js';
 export * from './interaction.js';
 export * from './vit-adapter.js';
 export * from './presets.js';
+export * from './beit-adapter.js';
+export * from './beit3-adapter.js';

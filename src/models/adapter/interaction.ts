@@ -3,9 +3,8 @@
  * ViT blocks runs, then the extractor (and, on the last interaction, two extra extractors) pulls multi-scale
  * features back out. Keys: `injector`, `extractor`, `extra_extractors.{0,1}`.
  */
-import { type Tensor, scope } from '../../engine/index.js';
+import { type Tensor, cat, scope } from '../../engine/index.js';
 import { Module, ModuleList } from '../../nn/index.js';
-import type { VisionTransformer } from '../vit.js';
 import { type SpatialShapes, referencePoints } from './deformable-attention.js';
 import { Extractor } from './extractor.js';
 import { Injector } from './injector.js';
@@ -38,6 +37,12 @@ export function deformInputs(h: number, w: number, device: string): { injector: 
     injector: { ref: referencePoints(one, device), shapes: three, levelStart: starts(three) },
     extractor: { ref: referencePoints(three, device), shapes: one, levelStart: starts(one) },
   };
+}
+
+/** What an interaction needs of the ViT it wraps: running a slice of its blocks (ViT, BEiT). */
+export interface BlockRunner {
+  /** Runs blocks [from, to] (inclusive) on tokens of an H×W grid (with the cls token first when there is one). */
+  runBlocks(x: Tensor, from: number, to: number, H: number, W: number): Tensor;
 }
 
 /** Options of {@link InteractionBlock}. */
@@ -73,22 +78,33 @@ export class InteractionBlock extends Module {
     }
   }
 
-  /** x: ViT tokens, c: adapter tokens; runs ViT blocks [from, to] of `vit` in between. */
-  forward(x: Tensor, c: Tensor, vit: VisionTransformer, from: number, to: number,
-    d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number): { x: Tensor; c: Tensor } {
-    return scope(() => this.run(x, c, vit, from, to, d, H, W));
+  /**
+   * x: ViT tokens, c: adapter tokens; runs ViT blocks [from, to] of `vit` in between. With `cls` (the authors'
+   * `InteractionBlockWithCls`, BEiT's segmentation code base) the injector sees the patch tokens only, the blocks
+   * run on `cat(cls, x)`, and the result is split again before the extractor; the new cls token is returned.
+   */
+  forward(x: Tensor, c: Tensor, vit: BlockRunner, from: number, to: number,
+    d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number, cls?: Tensor): { x: Tensor; c: Tensor; cls?: Tensor } {
+    return scope(() => this.run(x, c, vit, from, to, d, H, W, cls));
   }
 
-  private run(x: Tensor, c: Tensor, vit: VisionTransformer, from: number, to: number,
-    d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number): { x: Tensor; c: Tensor } {
+  private run(x: Tensor, c: Tensor, vit: BlockRunner, from: number, to: number,
+    d: { injector: DeformInputs; extractor: DeformInputs }, H: number, W: number, cls?: Tensor): { x: Tensor; c: Tensor; cls?: Tensor } {
     const inj = d.injector;
     const ext = d.extractor;
     let xi = this.injector.forward(x, inj.ref, c, inj.shapes, inj.levelStart);
-    xi = vit.runBlocks(xi, from, to, H, W);
+    let clsOut: Tensor | undefined;
+    if (cls) {
+      const y = vit.runBlocks(cat([cls, xi], 1), from, to, H, W);
+      clsOut = y.narrow(1, 0, 1);
+      xi = y.narrow(1, 1, y.shape[1]! - 1);
+    } else {
+      xi = vit.runBlocks(xi, from, to, H, W);
+    }
     let ci = this.extractor.forward(c, ext.ref, xi, ext.shapes, ext.levelStart, H, W);
     if (this.extra_extractors) {
       for (const e of this.extra_extractors) ci = e.forward(ci, ext.ref, xi, ext.shapes, ext.levelStart, H, W);
     }
-    return { x: xi, c: ci };
+    return clsOut ? { x: xi, c: ci, cls: clsOut } : { x: xi, c: ci };
   }
 }

@@ -12,7 +12,7 @@ import { type ViTOptions, VisionTransformer, validateViTOptions } from '../vit.j
 import { checkBool, checkDivisible, checkInt, checkNumber, checkWidth } from '../validate.js';
 import { MSDeformAttn } from './deformable-attention.js';
 import { InteractionBlock, deformInputs } from './interaction.js';
-import { SpatialPriorModule } from './spm.js';
+import { SpatialPriorModule, type SpmOutputs } from './spm.js';
 import { zeros } from '../../engine/index.js';
 
 /**
@@ -106,7 +106,7 @@ export class ViTAdapter extends VisionTransformer {
   readonly interactionIndexes: [number, number][];
   readonly addVitFeature: boolean;
   /** Deform inputs (reference points, level shapes) per input size and device: constant, so built once. */
-  private readonly deformCache = new Map<string, ReturnType<typeof deformInputs>>();
+  private readonly deformCache = new DeformInputsCache();
 
   constructor(options: ViTAdapterOptions = {}) {
     const unknown = Object.keys(options).filter((k) => !KNOWN_KEYS.has(k));
@@ -152,24 +152,11 @@ export class ViTAdapter extends VisionTransformer {
   }
 
   private deformInputsFor(h: number, w: number, device: string): ReturnType<typeof deformInputs> {
-    const key = `${h}x${w}@${device}`;
-    let d = this.deformCache.get(key);
-    if (!d) {
-      d = deformInputs(h, w, device);
-      d.injector.ref.keep();
-      d.extractor.ref.keep();
-      if (this.deformCache.size >= 8) this.clearDeformCache();
-      this.deformCache.set(key, d);
-    }
-    return d;
+    return this.deformCache.get(h, w, device);
   }
 
   /** Frees the cached deform inputs (they are rebuilt on the next forward). */
   clearDeformCache(): void {
-    for (const d of this.deformCache.values()) {
-      d.injector.ref.dispose();
-      d.extractor.ref.dispose();
-    }
     this.deformCache.clear();
   }
 
@@ -198,14 +185,7 @@ export class ViTAdapter extends VisionTransformer {
     const D = this.embedDim;
     const d = this.deformInputsFor(h, w, x.device);
     const spm = this.spm.forward(x);
-    capture?.('spm.c1', spm.c1);
-    capture?.('spm.c2', spm.c2);
-    capture?.('spm.c3', spm.c3);
-    capture?.('spm.c4', spm.c4);
-    const n2 = spm.c2.shape[1]!;
-    const n3 = spm.c3.shape[1]!;
-    const le = this.level_embed;
-    let c = cat([spm.c2.add(le.select(0, 0)), spm.c3.add(le.select(0, 1)), spm.c4.add(le.select(0, 2))], 1);
+    let c = adapterTokens(spm, this.level_embed, capture);
     let { tokens: xt, H, W } = this.embed(x);
     const outs: Tensor[] = [];
     this.interactions.slice(0).forEach((layer, i) => {
@@ -217,25 +197,82 @@ export class ViTAdapter extends VisionTransformer {
       capture?.(`interactions.${i}.c`, c);
       if (this.variant === 'segmentation') outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
     });
-    const toMap = (t: Tensor, hh: number, ww: number): Tensor => t.transpose(1, 2).reshape(B, D, hh, ww);
-    let c2 = toMap(c.narrow(1, 0, n2), H * 2, W * 2);
-    let c3 = toMap(c.narrow(1, n2, n3), H, W);
-    let c4 = toMap(c.narrow(1, n2 + n3, c.shape[1]! - n2 - n3), Math.trunc(H / 2), Math.trunc(W / 2));
-    let c1 = this.up.forward(c2).add(spm.c1);
-    if (this.addVitFeature) {
-      let x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor;
-      if (this.variant === 'segmentation') {
-        [x1, x2, x3, x4] = outs as [Tensor, Tensor, Tensor, Tensor];
-      } else {
-        x1 = x2 = x3 = x4 = toMap(xt, H, W);
-      }
-      const up = (t: Tensor, s: number): Tensor => interpolate(t, { scaleFactor: s, mode: 'bilinear', alignCorners: false });
-      c1 = c1.add(up(x1, 4));
-      c2 = c2.add(up(x2, 2));
-      c3 = c3.add(x3);
-      c4 = c4.add(up(x4, 0.5));
+    const vit = this.variant === 'segmentation' ? outs : [xt, xt, xt, xt].map((t) => t.transpose(1, 2).reshape(B, D, H, W));
+    return adapterPyramid(this, c, spm.c1, this.addVitFeature ? vit : null, H, W);
+  }
+}
+
+/**
+ * The adapter tokens at the start of the forward: the SPM's c2, c3, c4 plus their level embeddings, concatenated
+ * (B×21n×D). `capture` receives `spm.c1..c4` (before the level embedding).
+ */
+export function adapterTokens(spm: SpmOutputs, levelEmbed: Tensor, capture?: Capture): Tensor {
+  capture?.('spm.c1', spm.c1);
+  capture?.('spm.c2', spm.c2);
+  capture?.('spm.c3', spm.c3);
+  capture?.('spm.c4', spm.c4);
+  const le = levelEmbed;
+  return cat([spm.c2.add(le.select(0, 0)), spm.c3.add(le.select(0, 1)), spm.c4.add(le.select(0, 2))], 1);
+}
+
+/** The modules of an adapter that {@link adapterPyramid} uses. */
+export interface PyramidModules {
+  up: ConvTranspose2d;
+  norm1: BatchNorm2d;
+  norm2: BatchNorm2d;
+  norm3: BatchNorm2d;
+  norm4: BatchNorm2d;
+}
+
+/**
+ * The end of the adapter's forward (ViT-Adapter and BEiT-Adapter alike): the adapter tokens `c` (B×21n×D) are split
+ * into their three levels (2H×2W, H×W, H/2×W/2), `c1 = up(c2) + spm_c1`, the ViT maps `vit` (four B×D×H×W maps,
+ * or null when `add_vit_feature` is off) are added — bilinearly ×4, ×2, as is, ×0.5 (align_corners false) — and
+ * `norm1..norm4` give the pyramid.
+ */
+export function adapterPyramid(m: PyramidModules, c: Tensor, spmC1: Tensor, vit: Tensor[] | null, H: number, W: number): [Tensor, Tensor, Tensor, Tensor] {
+  const [B, N, D] = c.shape as [number, number, number];
+  const n2 = 4 * H * W;
+  const n3 = H * W;
+  const toMap = (t: Tensor, hh: number, ww: number): Tensor => t.transpose(1, 2).reshape(B, D, hh, ww);
+  let c2 = toMap(c.narrow(1, 0, n2), H * 2, W * 2);
+  let c3 = toMap(c.narrow(1, n2, n3), H, W);
+  let c4 = toMap(c.narrow(1, n2 + n3, N - n2 - n3), Math.trunc(H / 2), Math.trunc(W / 2));
+  let c1 = m.up.forward(c2).add(spmC1);
+  if (vit) {
+    const [x1, x2, x3, x4] = vit as [Tensor, Tensor, Tensor, Tensor];
+    const up = (t: Tensor, s: number): Tensor => interpolate(t, { scaleFactor: s, mode: 'bilinear', alignCorners: false });
+    c1 = c1.add(up(x1, 4));
+    c2 = c2.add(up(x2, 2));
+    c3 = c3.add(x3);
+    c4 = c4.add(up(x4, 0.5));
+  }
+  return [m.norm1.forward(c1), m.norm2.forward(c2), m.norm3.forward(c3), m.norm4.forward(c4)];
+}
+
+/** The adapter's deform inputs (reference points, level shapes) per input size and device: constant, so built once. */
+export class DeformInputsCache {
+  private readonly map = new Map<string, ReturnType<typeof deformInputs>>();
+  /** The inputs for an h×w image on `device` (built and kept on first use; at most 8 sizes are kept). */
+  get(h: number, w: number, device: string): ReturnType<typeof deformInputs> {
+    const key = `${h}x${w}@${device}`;
+    let d = this.map.get(key);
+    if (!d) {
+      d = deformInputs(h, w, device);
+      d.injector.ref.keep();
+      d.extractor.ref.keep();
+      if (this.map.size >= 8) this.clear();
+      this.map.set(key, d);
     }
-    return [this.norm1.forward(c1), this.norm2.forward(c2), this.norm3.forward(c3), this.norm4.forward(c4)];
+    return d;
+  }
+  /** Frees every cached tensor. */
+  clear(): void {
+    for (const d of this.map.values()) {
+      d.injector.ref.dispose();
+      d.extractor.ref.dispose();
+    }
+    this.map.clear();
   }
 }
 

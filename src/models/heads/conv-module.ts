@@ -3,27 +3,40 @@
  *
  * State-dict keys as mmcv writes them: `conv.weight` (+ `conv.bias` when no norm follows, mmcv's `bias='auto'`) and,
  * with a norm, `bn.{weight,bias,running_mean,running_var,num_batches_tracked}` (mmcv names the norm layer after its
- * type's abbreviation: `bn` for `BN`, `SyncBN` and `BN2d`). `SyncBN` checkpoints load into a plain
+ * type's abbreviation: `bn` for `BN`, `SyncBN` and `BN2d`), or `gn.{weight,bias}` for `GN` (GroupNorm, no buffers). `SyncBN` checkpoints load into a plain
  * {@link BatchNorm2d}: at inference both normalise with the running statistics; in training this one uses the
  * statistics of the local batch only (no cross-device synchronisation).
  *
  * Supported configs: `conv_cfg` null / `{type:'Conv2d'|'Conv'}`; `norm_cfg` null / `{type:'BN'|'SyncBN'|'BN2d',
- * requires_grad?, eps?, momentum?}`; `act_cfg` null / `{type:'ReLU', inplace?}`. Anything else is an error.
+ * requires_grad?, eps?, momentum?}` / `{type:'GN', num_groups, requires_grad?, eps?}`; `act_cfg` null /
+ * `{type:'ReLU', inplace?}`. Anything else is an error.
  */
 import type { Tensor } from '../../engine/index.js';
 import { relu, scope } from '../../engine/index.js';
-import { BatchNorm2d, Conv2d, Module, type UnaryModule } from '../../nn/index.js';
+import { BatchNorm2d, Conv2d, GroupNorm, Module, type UnaryModule } from '../../nn/index.js';
 import { constant_, kaimingNormal_ } from '../../nn/init.js';
 import { checkInt, checkWidth } from '../validate.js';
 
-/** mmcv `norm_cfg` (batch norm only). */
-export interface NormCfg {
+/** mmcv `norm_cfg` for batch norm. */
+export interface BatchNormCfg {
   type: 'BN' | 'SyncBN' | 'BN2d';
   /** Whether the norm's affine parameters are trained (mmcv default true). */
   requires_grad?: boolean;
   eps?: number;
   momentum?: number;
 }
+
+/** mmcv `norm_cfg` for group norm (`num_groups` is required, as in mmcv). */
+export interface GroupNormCfg {
+  type: 'GN';
+  num_groups: number;
+  /** Whether the norm's affine parameters are trained (mmcv default true). */
+  requires_grad?: boolean;
+  eps?: number;
+}
+
+/** mmcv `norm_cfg`: batch norm or group norm. */
+export type NormCfg = BatchNormCfg | GroupNormCfg;
 
 /** mmcv `act_cfg` (ReLU only). */
 export interface ActCfg {
@@ -60,10 +73,17 @@ export function checkKeys(where: string, cfg: object, allowed: readonly string[]
 export function parseNormCfg(where: string, v: unknown): NormCfg | null {
   if (v === null || v === undefined) return null;
   if (!isDict(v)) throw new Error(`${where}: norm_cfg must be a dict or null, got ${describe(v)}`);
-  checkKeys(`${where}: norm_cfg`, v, ['type', 'requires_grad', 'eps', 'momentum']);
-  if (v.type !== 'BN' && v.type !== 'SyncBN' && v.type !== 'BN2d') {
-    throw new Error(`${where}: norm_cfg type ${describe(v.type)} is not supported; only BN, SyncBN and BN2d ` +
-      '(batch norm; SyncBN runs as plain BatchNorm2d) are implemented');
+  if (v.type === 'GN') {
+    checkKeys(`${where}: norm_cfg`, v, ['type', 'num_groups', 'requires_grad', 'eps']);
+    if (!Number.isInteger(v.num_groups) || (v.num_groups as number) < 1) {
+      throw new Error(`${where}: norm_cfg of type GN needs num_groups, a positive integer, got ${describe(v.num_groups)}`);
+    }
+  } else {
+    checkKeys(`${where}: norm_cfg`, v, ['type', 'requires_grad', 'eps', 'momentum']);
+  }
+  if (v.type !== 'BN' && v.type !== 'SyncBN' && v.type !== 'BN2d' && v.type !== 'GN') {
+    throw new Error(`${where}: norm_cfg type ${describe(v.type)} is not supported; only BN, SyncBN, BN2d ` +
+      '(batch norm; SyncBN runs as plain BatchNorm2d) and GN (group norm) are implemented');
   }
   if (v.requires_grad !== undefined && typeof v.requires_grad !== 'boolean') {
     throw new Error(`${where}: norm_cfg.requires_grad must be a boolean, got ${describe(v.requires_grad)}`);
@@ -124,10 +144,11 @@ export interface ConvModuleOptions {
   convCfg?: ConvCfg | null;
 }
 
-/** conv → BatchNorm → ReLU, with mmcv's keys `conv.*`, `bn.*`. */
+/** conv → BatchNorm / GroupNorm → ReLU, with mmcv's keys `conv.*`, `bn.*` / `gn.*`. */
 export class ConvModule extends Module implements UnaryModule {
   readonly conv: Conv2d;
   readonly bn: BatchNorm2d | null = null;
+  readonly gn: GroupNorm | null = null;
   readonly withAct: boolean;
   readonly normCfg: NormCfg | null;
 
@@ -149,7 +170,11 @@ export class ConvModule extends Module implements UnaryModule {
     this.conv = this.registerModule('conv', new Conv2d(inChannels, outChannels, k, {
       stride: o.stride ?? 1, padding, dilation, groups: o.groups ?? 1, bias,
     }));
-    if (this.normCfg) {
+    if (this.normCfg?.type === 'GN') {
+      const gn = new GroupNorm(this.normCfg.num_groups, outChannels, this.normCfg.eps ?? 1e-5);
+      this.gn = this.registerModule('gn', gn);
+      if (this.normCfg.requires_grad === false) gn.freeze();
+    } else if (this.normCfg) {
       const bn = new BatchNorm2d(outChannels, { eps: this.normCfg.eps ?? 1e-5, momentum: this.normCfg.momentum ?? 0.1 });
       this.bn = this.registerModule('bn', bn);
       if (this.normCfg.requires_grad === false) bn.freeze();
@@ -161,8 +186,9 @@ export class ConvModule extends Module implements UnaryModule {
   initWeights(): void {
     kaimingNormal_(this.conv.weight, { mode: 'fan_out', nonlinearity: 'relu' });
     if (this.conv.bias) constant_(this.conv.bias, 0);
-    if (this.bn?.weight) constant_(this.bn.weight, 1);
-    if (this.bn?.bias) constant_(this.bn.bias, 0);
+    const norm = this.bn ?? this.gn;
+    if (norm?.weight) constant_(norm.weight, 1);
+    if (norm?.bias) constant_(norm.bias, 0);
   }
 
   forward(x: Tensor): Tensor {
@@ -183,6 +209,8 @@ export class ConvModule extends Module implements UnaryModule {
       }
       this.bn.training = this.training;
       y = this.bn.forward(y);
+    } else if (this.gn) {
+      y = this.gn.forward(y);
     }
     return this.withAct ? relu(y) : y;
   }

@@ -43,6 +43,18 @@ export interface CrossEntropyLossCfg {
   avg_non_ignore?: boolean;
 }
 
+/**
+ * What a segmentor needs of its decode head: logits (any resolution; the segmentor resizes them to the input with
+ * `alignCorners`), the class count and the training loss. {@link DecodeHead} and the Mask2Former head implement it.
+ */
+export interface SegmentationHead extends Module {
+  readonly numClasses: number;
+  readonly alignCorners: boolean;
+  /** Per-class scores N×num_classes×h×w (logits for mmseg's heads, Mask2Former's semantic scores). */
+  forward(inputs: readonly Tensor[], capture?: Capture): Tensor;
+  forwardTrain(inputs: readonly Tensor[], label: Tensor): HeadLosses;
+}
+
 /** Keys every decode head accepts (mmseg `BaseDecodeHead`). */
 export interface DecodeHeadConfig {
   in_channels: number | number[];

@@ -17,6 +17,7 @@ import { basename, extname } from 'node:path';
 import { readRegularFile } from '../../io/files.js';
 import { BACKBONE_PRESETS, backbonePreset } from '../../models/adapter/presets.js';
 import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
+import type { BEiTAdapterOptions } from '../../models/adapter/beit-adapter.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, type Palette, generatePalette, validatePalette } from './classes.js';
 import { SYNTHETIC_CLASSES, SYNTHETIC_PALETTE } from './synthetic.js';
 
@@ -44,6 +45,18 @@ export interface TestPipelineCfg {
   flip: boolean;
   /** `MultiScaleFlipAug(img_ratios=...)`: multi-scale test ratios, or null for the single scale `img_scale`. */
   img_ratios: number[] | null;
+  /**
+   * `SETR_Resize(keep_ratio=True, crop_size, setr_multi_scale=True)` in place of `Resize(keep_ratio)` (the authors'
+   * 640 multi-scale Mask2Former configs): the short side becomes `max(crop_size[0], min(scale))` for the ratio's
+   * scale, the long side follows the aspect ratio. Absent or null: `Resize`.
+   */
+  setr_crop_size?: [number, number] | null;
+  /**
+   * The authors' `PadShortSide(size)` after the flip: pad bottom/right to at least size×size with 0 — raw pixel value
+   * 0 (`before_normalize`, i.e. −mean/std after normalisation) or normalised 0. As in mmseg, the logits of the padded
+   * image are resized to the original size padding included. Absent or null: no padding.
+   */
+  pad_short_side?: { size: number; before_normalize: boolean } | null;
 }
 
 /** `model.test_cfg`. */
@@ -55,10 +68,20 @@ export interface TestCfg {
   stride?: [number, number];
 }
 
+/** Backbone types a config can name (`model.backbone.type`). */
+export const BACKBONE_TYPES: readonly string[] = Object.freeze(['ViTAdapter', 'BEiTAdapter']);
+
+/**
+ * A backbone config: the class (`type`, default `ViTAdapter`) and its constructor kwargs (the authors' names).
+ * `BEiTAdapter` configs may carry `pretrained` (a BEiT / BEiTv2 checkpoint loaded at construction, with the
+ * authors' relative-position resizing); the presets leave it out.
+ */
+export type BackboneCfg = (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' });
+
 /** The segmentor (`EncoderDecoder`) config. */
 export interface ModelCfg {
-  /** ViT-Adapter kwargs (the authors' names); `type` is informational. */
-  backbone: ViTAdapterOptions & { type?: 'ViTAdapter' };
+  /** The backbone: `type` (ViTAdapter when absent, BEiTAdapter) and its kwargs (the authors' names). */
+  backbone: BackboneCfg;
   /** Neck (Semantic FPN's `FPN`), or null. */
   neck: ModuleDict | null;
   decode_head: ModuleDict;
@@ -110,7 +133,7 @@ export type ConfigOverrides = DeepPartial<SegConfig> & { base?: string };
 const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset'];
 const MODEL_KEYS: readonly string[] = ['backbone', 'neck', 'decode_head', 'auxiliary_head', 'test_cfg', 'align_corners'];
 const NORM_KEYS: readonly string[] = ['mean', 'std', 'to_rgb'];
-const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios'];
+const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios', 'setr_crop_size', 'pad_short_side'];
 const TEST_CFG_KEYS: readonly string[] = ['mode', 'crop_size', 'stride'];
 const DATASET_KEYS: readonly string[] = [
   'type', 'data_root', 'img_dir', 'ann_dir', 'img_suffix', 'seg_map_suffix', 'reduce_zero_label', 'ignore_index', 'classes', 'palette',
@@ -167,6 +190,91 @@ export function fpnHeadCfg(numClasses = 150): ModuleDict {
     type: 'FPNHead', in_channels: [256, 256, 256, 256], in_index: [0, 1, 2, 3], feature_strides: [4, 8, 16, 32],
     channels: 128, dropout_ratio: 0.1, num_classes: numClasses, norm_cfg: { ...SYNC_BN }, align_corners: false,
     loss_decode: { type: 'CrossEntropyLoss', use_sigmoid: false, loss_weight: 1.0 },
+  };
+}
+
+/** Options of {@link mask2formerHeadCfg}. */
+export interface Mask2FormerHeadCfgOptions {
+  /** Backbone width (the four maps' channels). */
+  inChannels: number;
+  /** feat_channels = out_channels = decoder width (1024 in the authors' large configs). */
+  channels: number;
+  /** 100 (640 configs) or 200 (896 configs). */
+  numQueries: number;
+  numThings: number;
+  numStuff: number;
+  /** Heads of the encoder's deformable attention and of the decoder's attention (32 in the large configs). */
+  heads: number;
+  /** FFN width of encoder and decoder (4096 in the large configs). */
+  ffn: number;
+  encoderLayers?: number;
+  decoderLayers?: number;
+  /** The configs' FFN `with_cp` flags (activation checkpointing in training; no effect here). */
+  withCp?: boolean;
+}
+
+/**
+ * The authors' Mask2Former decode head as their large configs spell it (`_base_/models/mask2former_beit.py` merged
+ * with the config's `decode_head`): deformable pixel decoder (6 layers, 3 levels, 4 points, GN 32), 9 decoder
+ * layers, sine encodings of num_feats = channels / 2, and the (training-only) losses with class weight 0.1 for
+ * "no object".
+ */
+export function mask2formerHeadCfg(o: Mask2FormerHeadCfgOptions): ModuleDict {
+  const C = o.channels;
+  const cp = o.withCp ? { with_cp: true } : {};
+  const numClasses = o.numThings + o.numStuff;
+  return {
+    type: 'Mask2FormerHead', in_channels: [o.inChannels, o.inChannels, o.inChannels, o.inChannels], feat_channels: C,
+    out_channels: C, in_index: [0, 1, 2, 3], num_things_classes: o.numThings, num_stuff_classes: o.numStuff,
+    num_queries: o.numQueries, num_transformer_feat_level: 3,
+    pixel_decoder: {
+      type: 'MSDeformAttnPixelDecoder', num_outs: 3, norm_cfg: { type: 'GN', num_groups: 32 }, act_cfg: { type: 'ReLU' },
+      encoder: {
+        type: 'DetrTransformerEncoder', num_layers: o.encoderLayers ?? 6,
+        transformerlayers: {
+          type: 'BaseTransformerLayer',
+          attn_cfgs: {
+            type: 'MultiScaleDeformableAttention', embed_dims: C, num_heads: o.heads, num_levels: 3, num_points: 4,
+            im2col_step: 64, dropout: 0.0, batch_first: false, norm_cfg: null, init_cfg: null,
+          },
+          ffn_cfgs: {
+            type: 'FFN', embed_dims: C, feedforward_channels: o.ffn, num_fcs: 2, ffn_drop: 0.0, ...cp,
+            act_cfg: { type: 'ReLU', inplace: true },
+          },
+          operation_order: ['self_attn', 'norm', 'ffn', 'norm'],
+        },
+        init_cfg: null,
+      },
+      positional_encoding: { type: 'SinePositionalEncoding', num_feats: C / 2, normalize: true },
+      init_cfg: null,
+    },
+    enforce_decoder_input_project: false,
+    positional_encoding: { type: 'SinePositionalEncoding', num_feats: C / 2, normalize: true },
+    transformer_decoder: {
+      type: 'DetrTransformerDecoder', return_intermediate: true, num_layers: o.decoderLayers ?? 9,
+      transformerlayers: {
+        type: 'DetrTransformerDecoderLayer',
+        attn_cfgs: {
+          type: 'MultiheadAttention', embed_dims: C, num_heads: o.heads, attn_drop: 0.0, proj_drop: 0.0,
+          dropout_layer: null, batch_first: false,
+        },
+        ffn_cfgs: {
+          embed_dims: C, feedforward_channels: o.ffn, num_fcs: 2, act_cfg: { type: 'ReLU', inplace: true }, ffn_drop: 0.0,
+          dropout_layer: null, ...cp, add_identity: true,
+        },
+        feedforward_channels: o.ffn,
+        operation_order: ['cross_attn', 'norm', 'self_attn', 'norm', 'ffn', 'norm'],
+      },
+      init_cfg: null,
+    },
+    loss_cls: {
+      type: 'CrossEntropyLoss', use_sigmoid: false, loss_weight: 2.0, reduction: 'mean',
+      class_weight: [...Array<number>(numClasses).fill(1.0), 0.1],
+    },
+    loss_mask: { type: 'CrossEntropyLoss', use_sigmoid: true, reduction: 'mean', loss_weight: 5.0 },
+    loss_dice: {
+      type: 'DiceLoss', use_sigmoid: true, activate: true, reduction: 'mean', naive_dice: true, eps: 1.0, loss_weight: 5.0,
+    },
   };
 }
 
@@ -227,6 +335,65 @@ function syntheticTiny(): SegConfig {
   };
 }
 
+/**
+ * The BEiT-Adapter-L backbone of the authors' UperNet and Mask2Former configs (BEiT-L init,
+ * `beit_large_patch16_224_pt22k_ft22k.pth`): 1024 wide, 24 blocks, 16 heads, q/v bias, per-block relative position
+ * bias for the `img_size` grid, layer scale 1e-6, 16 deformable heads, deform_ratio 0.5. `pretrained` is left out
+ * (a segmentor checkpoint holds the backbone); set it in a JSON override to start from BEiT weights.
+ */
+export function beitAdapterLargeBackbone(imgSize: number, extra: BEiTAdapterOptions = {}): BEiTAdapterOptions & { type: 'BEiTAdapter' } {
+  return {
+    type: 'BEiTAdapter', img_size: imgSize, patch_size: 16, embed_dim: 1024, depth: 24, num_heads: 16, mlp_ratio: 4,
+    qkv_bias: true, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 1e-6, drop_path_rate: 0.3,
+    conv_inplane: 64, n_points: 4, deform_num_heads: 16, cffn_ratio: 0.25, deform_ratio: 0.5,
+    interaction_indexes: [[0, 5], [6, 11], [12, 17], [18, 23]], ...extra,
+  };
+}
+
+/** The authors' `upernet_beit_adapter_large_640_160k_ade20k_ss`: UperNet (1024 channels) + BEiT-Adapter-L, ADE20K 640×640. */
+function upernetBeitAdapterLarge640Ade(): SegConfig {
+  const name = 'upernet_beit_adapter_large_640_160k_ade20k_ss';
+  return {
+    name, description: 'UperNet + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k, single-scale test',
+    source: `ViT-Adapter segmentation/configs/ade20k/${name}.py (+ _base_/models/upernet_beit.py)`,
+    model: {
+      backbone: beitAdapterLargeBackbone(640, { with_cp: true }), neck: null,
+      decode_head: uperHeadCfg(1024, 150, 1024), auxiliary_head: auxHeadCfg(1024, 150),
+      test_cfg: { mode: 'slide', crop_size: [640, 640], stride: [426, 426] }, align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM),
+    test_pipeline: { img_scale: [2048, 640], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null },
+    dataset: structuredClone(ADE_DATASET),
+  };
+}
+
+/**
+ * The authors' ADE20K BEiT-Adapter-L + Mask2Former configs (`segmentation/configs/ade20k/<name>.py`): 640 crops with
+ * 100 queries (160k) or 896 crops with 200 queries (80k / 160k), slide inference, ImageNet mean/std; the `_ms`
+ * variants' test-time augmentation as their files spell it.
+ */
+function mask2formerBeit(name: string, crop: 640 | 896, pipeline: TestPipelineCfg, description: string): SegConfig {
+  const large = crop === 896;
+  return {
+    name, description, source: `ViT-Adapter segmentation/configs/ade20k/${name}.py`,
+    model: {
+      backbone: beitAdapterLargeBackbone(crop, { with_cp: true }),
+      neck: null,
+      decode_head: mask2formerHeadCfg({
+        inChannels: 1024, channels: 1024, numQueries: large ? 200 : 100, numThings: 100, numStuff: 50, heads: 32, ffn: 4096,
+        withCp: true,
+      }),
+      auxiliary_head: null,
+      test_cfg: { mode: 'slide', crop_size: [crop, crop], stride: large ? [512, 512] : [426, 426] },
+      align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM), test_pipeline: pipeline, dataset: structuredClone(ADE_DATASET),
+  };
+}
+
+const M2F_640_SS: TestPipelineCfg = { img_scale: [2048, 640], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
+const M2F_896_SS: TestPipelineCfg = { img_scale: [3584, 896], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
+
 const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   upernet_deit_adapter_tiny_512_160k_ade20k: () => upernet('upernet_deit_adapter_tiny_512_160k_ade20k', 'tiny', {
     norm: IMAGENET_NORM, backbone: { drop_path_rate: 0.1 }, description: 'UperNet + ViT-Adapter-T (DeiT-T init), ADE20K 512×512, 160k',
@@ -256,7 +423,34 @@ const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   fpn_deit_adapter_base_512_80k_ade20k: () => semanticFpn('fpn_deit_adapter_base_512_80k_ade20k', 'base',
     'Semantic FPN + ViT-Adapter-B, ADE20K 512×512, 80k (reconstructed config)'),
   upernet_deit_adapter_tiny_synthetic: syntheticTiny,
+  upernet_beit_adapter_large_640_160k_ade20k_ss: upernetBeitAdapterLarge640Ade,
+  mask2former_beit_adapter_large_640_160k_ade20k_ss: () => mask2formerBeit640('ss'),
+  mask2former_beit_adapter_large_640_160k_ade20k_ms: () => mask2formerBeit640('ms'),
+  mask2former_beit_adapter_large_896_80k_ade20k_ss: () => mask2formerBeit('mask2former_beit_adapter_large_896_80k_ade20k_ss', 896,
+    { ...M2F_896_SS }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init, COCO-Stuff-164k pre-trained), ADE20K 896×896, 80k'),
+  mask2former_beit_adapter_large_896_80k_ade20k_ms: () => mask2formerBeit('mask2former_beit_adapter_large_896_80k_ade20k_ms', 896,
+    // MultiScaleFlipAug(ratios 640/896, 768/896, 1) with flip; PadShortSide(896) before Normalize
+    { ...M2F_896_SS, flip: true, img_ratios: [640 / 896, 768 / 896, 1.0], pad_short_side: { size: 896, before_normalize: true } },
+    'Mask2Former + BEiT-Adapter-L, ADE20K 896×896, 80k, multi-scale + flip test'),
+  mask2former_beitv2_adapter_large_896_80k_ade20k_ss: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_80k_ade20k_ss', 896,
+    // this file's "single-scale" test pipeline flips (flip=True)
+    { ...M2F_896_SS, flip: true }, 'Mask2Former + BEiT-Adapter-L (BEiTv2-L init, COCO-Stuff-164k pre-trained), ADE20K 896×896, 80k'),
+  mask2former_beitv2_adapter_large_896_80k_ade20k_ms: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_80k_ade20k_ms', 896,
+    // ratios 800..896/896 with flip; PadShortSide(896) after Normalize
+    { ...M2F_896_SS, flip: true, img_ratios: [800 / 896, 832 / 896, 864 / 896, 1.0], pad_short_side: { size: 896, before_normalize: false } },
+    'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 80k, multi-scale + flip test'),
+  mask2former_beitv2_adapter_large_896_160k_ade20k_ss: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_160k_ade20k_ss', 896,
+    { ...M2F_896_SS }, 'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 160k'),
 };
+
+function mask2formerBeit640(mode: 'ss' | 'ms'): SegConfig {
+  const name = `mask2former_beit_adapter_large_640_160k_ade20k_${mode}`;
+  return mode === 'ss'
+    ? mask2formerBeit(name, 640, { ...M2F_640_SS }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k')
+    // SETR_Resize(crop 640) instead of Resize + ResizeToMultiple; 6 ratios with flip
+    : mask2formerBeit(name, 640, { img_scale: [2048, 640], keep_ratio: true, size_divisor: null, flip: true, img_ratios: [...MS_RATIOS],
+      setr_crop_size: [640, 640] }, 'Mask2Former + BEiT-Adapter-L (BEiT-L init), ADE20K 640×640, 160k, multi-scale + flip test');
+}
 
 /** Preset names, in listing order. */
 export const PRESET_NAMES: readonly string[] = Object.freeze(Object.keys(PRESET_BUILDERS));
@@ -285,7 +479,7 @@ export function listConfigs(): ConfigSummary[] {
     const t = c.model.test_cfg;
     return {
       name, description: c.description, source: c.source,
-      backbone: `ViT-Adapter (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
+      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
       decode_head: c.model.decode_head.type, neck: c.model.neck?.type ?? null, auxiliary_head: c.model.auxiliary_head?.type ?? null,
       num_classes: numClassesOf(c),
       test_mode: t.mode === 'slide' ? `slide ${t.crop_size?.join('×')} stride ${t.stride?.join('×')}` : 'whole',
@@ -356,17 +550,21 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (!isPlainObject(m)) throw new ConfigError(`${where}: model must be an object`);
   checkKeys(`${where}: model`, m as unknown as Record<string, unknown>, MODEL_KEYS);
   if (!isPlainObject(m.backbone)) throw new ConfigError(`${where}: model.backbone must be an object`);
-  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter') {
-    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter, got ${JSON.stringify(m.backbone.type)}`);
+  const btype: unknown = (m.backbone as { type?: unknown }).type;
+  if (btype !== undefined && (typeof btype !== 'string' || !BACKBONE_TYPES.includes(btype))) {
+    throw new ConfigError(`${where}: model.backbone.type must be one of ${BACKBONE_TYPES.join(', ')}, got ${JSON.stringify(btype)}`);
   }
   for (const k of ['decode_head', 'neck', 'auxiliary_head'] as const) {
     const h = m[k];
     if (h === null && k !== 'decode_head') continue;
     if (!isPlainObject(h) || typeof h.type !== 'string') throw new ConfigError(`${where}: model.${k} must be an object with a type${k === 'decode_head' ? '' : ', or null'}`);
   }
-  if (!isPosInt(m.decode_head.num_classes)) throw new ConfigError(`${where}: model.decode_head.num_classes must be a positive integer`);
-  if (m.auxiliary_head && m.auxiliary_head.num_classes !== m.decode_head.num_classes) {
-    throw new ConfigError(`${where}: auxiliary_head.num_classes (${String(m.auxiliary_head.num_classes)}) differs from decode_head.num_classes (${m.decode_head.num_classes})`);
+  const headClasses = headNumClasses(m.decode_head);
+  if (!isPosInt(headClasses)) {
+    throw new ConfigError(`${where}: model.decode_head.num_classes (for a Mask2FormerHead: num_things_classes + num_stuff_classes) must be a positive integer`);
+  }
+  if (m.auxiliary_head && m.auxiliary_head.num_classes !== headClasses) {
+    throw new ConfigError(`${where}: auxiliary_head.num_classes (${String(m.auxiliary_head.num_classes)}) differs from decode_head's ${headClasses}`);
   }
   if (m.align_corners !== undefined && typeof m.align_corners !== 'boolean') throw new ConfigError(`${where}: model.align_corners must be a boolean`);
   const t = m.test_cfg;
@@ -394,6 +592,17 @@ export function validateConfig(c: SegConfig): SegConfig {
   if (p.img_ratios !== null && (!Array.isArray(p.img_ratios) || p.img_ratios.length === 0 || !p.img_ratios.every((r) => isNum(r) && r > 0))) {
     throw new ConfigError(`${where}: test_pipeline.img_ratios must be a non-empty list of positive numbers, or null`);
   }
+  if (p.setr_crop_size !== undefined && p.setr_crop_size !== null) {
+    pairOf(`${where}: test_pipeline.setr_crop_size`, p.setr_crop_size);
+    if (!p.keep_ratio) throw new ConfigError(`${where}: test_pipeline.setr_crop_size needs keep_ratio (SETR_Resize keeps the aspect ratio)`);
+  }
+  if (p.pad_short_side !== undefined && p.pad_short_side !== null) {
+    const ps = p.pad_short_side;
+    if (!isPlainObject(ps) || !isPosInt(ps.size) || typeof ps.before_normalize !== 'boolean') {
+      throw new ConfigError(`${where}: test_pipeline.pad_short_side must be {size: positive integer, before_normalize: boolean} or null`);
+    }
+    checkKeys(`${where}: test_pipeline.pad_short_side`, ps as unknown as Record<string, unknown>, ['size', 'before_normalize']);
+  }
   const d = c.dataset;
   if (!isPlainObject(d)) throw new ConfigError(`${where}: dataset must be an object`);
   checkKeys(`${where}: dataset`, d as unknown as Record<string, unknown>, DATASET_KEYS);
@@ -403,8 +612,9 @@ export function validateConfig(c: SegConfig): SegConfig {
   }
   if (d.type === 'CustomDataset' && d.classes === null) throw new ConfigError(`${where}: a CustomDataset needs dataset.classes`);
   const classes = classNamesOf(c);
-  if (classes.length !== m.decode_head.num_classes) {
-    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but decode_head.num_classes is ${m.decode_head.num_classes}`);
+  if (classes.length !== headClasses) {
+    const what = m.decode_head.type === 'Mask2FormerHead' ? 'num_things_classes + num_stuff_classes' : 'num_classes';
+    throw new ConfigError(`${where}: the dataset has ${classes.length} classes but decode_head.${what} is ${headClasses}`);
   }
   if (d.palette !== null) {
     try {
@@ -416,9 +626,22 @@ export function validateConfig(c: SegConfig): SegConfig {
   return c;
 }
 
+/**
+ * The classes a decode-head config predicts: `num_classes`, or `num_things_classes + num_stuff_classes` for a
+ * `Mask2FormerHead` (undefined when not integers).
+ */
+export function headNumClasses(h: ModuleDict): number | undefined {
+  if (h.type === 'Mask2FormerHead') {
+    const t = h.num_things_classes;
+    const st = h.num_stuff_classes;
+    return Number.isInteger(t) && Number.isInteger(st) ? (t as number) + (st as number) : undefined;
+  }
+  return Number.isInteger(h.num_classes) ? (h.num_classes as number) : undefined;
+}
+
 /** Number of classes the model predicts. */
 export function numClassesOf(c: SegConfig): number {
-  return c.model.decode_head.num_classes as number;
+  return headNumClasses(c.model.decode_head) as number;
 }
 
 /** The class names of a config's dataset. */

@@ -25,11 +25,12 @@ import {
 import { type RgbImage, readImage } from '../../io/image.js';
 import { Module, StateDictError, type LoadResult } from '../../nn/index.js';
 import { openStateDict } from '../../nn/serialization.js';
-import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
+import { ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
+import { BEiTAdapter, type BEiTAdapterOptions } from '../../models/adapter/beit-adapter.js';
 import type { HeadConfig, NeckConfig } from '../../models/heads/index.js';
 import { flipHorizontalHWC, normalizeToCHW, rescaleSize, resizeBilinearHWC, sizeToMultiple } from './pipeline-image.js';
-import { EncoderDecoder } from './segmentor.js';
-import { type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
+import { type Backbone, EncoderDecoder } from './segmentor.js';
+import { BACKBONE_TYPES, type BackboneCfg, type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
 
 /** Anything with mmseg's `encode_decode`: N×3×H×W normalised image → N×C×H×W logits at the input size. */
 export interface SegModel {
@@ -50,12 +51,24 @@ export interface BuildOptions {
   device?: string;
 }
 
+/**
+ * Builds a config's backbone by its `type`: `ViTAdapter` (also when absent) or `BEiTAdapter`. A BEiT-Adapter config
+ * with `pretrained` loads that BEiT checkpoint at construction (relative position tables re-sampled).
+ */
+export function buildBackbone(cfg: BackboneCfg): Backbone {
+  const { type, ...kwargs } = cfg;
+  switch (type ?? 'ViTAdapter') {
+    case 'ViTAdapter': return new ViTAdapter(kwargs as ViTAdapterOptions);
+    case 'BEiTAdapter': return new BEiTAdapter(kwargs as BEiTAdapterOptions);
+    default: throw new Error(`unknown backbone type ${JSON.stringify(type)}; expected ${BACKBONE_TYPES.join(' or ')}`);
+  }
+}
+
 /** Builds the config's `EncoderDecoder` with random (mmseg-initialised) weights, in eval mode. */
 export function buildSegmentor(config: SegConfig, o: BuildOptions = {}): EncoderDecoder {
   const m = config.model;
-  const { type: _type, ...bb } = m.backbone;
   const model = new EncoderDecoder({
-    backbone: { type: 'ViTAdapter', ...(bb as ViTAdapterOptions) },
+    backbone: buildBackbone(m.backbone),
     neck: m.neck ? (m.neck as unknown as NeckConfig) : null,
     decode_head: m.decode_head as unknown as HeadConfig,
     auxiliary_head: m.auxiliary_head ? (m.auxiliary_head as unknown as HeadConfig) : null,
@@ -136,6 +149,18 @@ export function scaleForRatio(imgScale: readonly [number, number], ratio: number
   return [Math.trunc(imgScale[0] * ratio), Math.trunc(imgScale[1] * ratio)];
 }
 
+/**
+ * The authors' `SETR_Resize` (keep_ratio, setr_multi_scale) output size `[w, h]` of a w×h image at `scale`: the short
+ * side becomes `crop[0]` if `min(scale)` is smaller, else `min(scale)`; the target (short side, proportional long
+ * side) goes through mmcv's `imrescale`.
+ */
+export function setrResizeSize(w: number, h: number, scale: readonly [number, number], crop: readonly [number, number]): [number, number] {
+  const m = Math.min(scale[0], scale[1]);
+  const short = m < crop[0] ? crop[0] : m;
+  const target: [number, number] = h > w ? [(short * h) / w, short] : [short, (short * w) / h];
+  return rescaleSize(w, h, target);
+}
+
 /** A resized 8-bit image, before flip and normalisation. */
 export interface ResizedImage {
   data: Uint8Array;
@@ -158,7 +183,8 @@ export const MAX_NETWORK_INPUT_PIXELS = 64_000_000;
 export function resizeForTest(image: RgbLike, pipeline: TestPipelineCfg, ratio = 1): ResizedImage {
   const { height: h, width: w } = image;
   const scale = scaleForRatio(pipeline.img_scale, ratio);
-  let [nw, nh] = pipeline.keep_ratio ? rescaleSize(w, h, scale) : scale;
+  let [nw, nh] = pipeline.setr_crop_size ? setrResizeSize(w, h, scale, pipeline.setr_crop_size)
+    : pipeline.keep_ratio ? rescaleSize(w, h, scale) : scale;
   nw = Math.max(1, nw);
   nh = Math.max(1, nh);
   if (nw * nh > MAX_NETWORK_INPUT_PIXELS) {
@@ -202,7 +228,29 @@ export function prepareTestImage(image: RgbLike, config: SegConfig, o: { ratio?:
 function normalizeResized(r: ResizedImage, config: SegConfig, flip: boolean): PreparedImage {
   const px = flip ? flipHorizontalHWC(r.data, r.height, r.width) : r.data;
   const n = config.img_norm_cfg;
-  return { data: normalizeToCHW(px, r.height, r.width, n.mean, n.std, n.to_rgb), height: r.height, width: r.width, flip };
+  const data = normalizeToCHW(px, r.height, r.width, n.mean, n.std, n.to_rgb);
+  const pad = config.test_pipeline.pad_short_side;
+  if (!pad) return { data, height: r.height, width: r.width, flip };
+  return { ...padShortSideCHW(data, r.height, r.width, pad.size,
+    // raw pixel 0 normalised as normalizeToCHW does it, or normalised 0
+    pad.before_normalize ? n.mean.map((m, c) => Math.fround(Math.fround(0 - Math.fround(m)) * (1 / n.std[c]!))) : [0, 0, 0]), flip };
+}
+
+/**
+ * The authors' `PadShortSide(size)` on normalised 3×h×w planes: bottom/right padding to at least size×size with
+ * `values[c]` in channel c.
+ */
+export function padShortSideCHW(data: Float32Array, h: number, w: number, size: number, values: readonly number[]):
+  { data: Float32Array; height: number; width: number } {
+  const nh = Math.max(h, size);
+  const nw = Math.max(w, size);
+  if (nh === h && nw === w) return { data, height: h, width: w };
+  const out = new Float32Array(3 * nh * nw);
+  for (let c = 0; c < 3; c++) {
+    out.fill(values[c]!, c * nh * nw, (c + 1) * nh * nw);
+    for (let y = 0; y < h; y++) out.set(data.subarray((c * h + y) * w, (c * h + y + 1) * w), (c * nh + y) * nw);
+  }
+  return { data: out, height: nh, width: nw };
 }
 
 // ---- whole and slide inference ----------------------------------------------------------------------------------

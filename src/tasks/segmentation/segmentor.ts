@@ -12,7 +12,7 @@ import { Module, ModuleList } from '../../nn/index.js';
 import { ViTAdapter, type ViTAdapterOptions } from '../../models/adapter/index.js';
 import type { Capture } from '../../models/adapter/vit-adapter.js';
 import {
-  DecodeHead, type HeadConfig, type HeadLosses, type NeckConfig, buildHead, buildNeck, resize, spatial,
+  DecodeHead, type HeadConfig, type HeadLosses, type NeckConfig, type SegmentationHead, buildHead, buildNeck, resize, spatial,
 } from '../../models/heads/index.js';
 
 /** A backbone: any module mapping an N×3×H×W image to a list of feature maps. */
@@ -31,8 +31,12 @@ export interface EncoderDecoderOptions {
   backbone: Backbone | ({ type: 'ViTAdapter' } & ViTAdapterOptions);
   /** Optional neck: a module or a `{type:'FPN', ...}` config. */
   neck?: Neck | NeckConfig | null;
-  /** The decode head: a module or an mmseg head config. */
-  decode_head: DecodeHead | HeadConfig;
+  /**
+   * The decode head: a module or an mmseg head config. A `Mask2FormerHead` makes this the authors'
+   * `EncoderDecoderMask2Former`, whose inference path is the same (`encode_decode` resizes the head's semantic scores
+   * to the input); it has no auxiliary head in the authors' configs and cannot train yet.
+   */
+  decode_head: SegmentationHead | HeadConfig;
   /** Optional auxiliary head(s): one (keys `auxiliary_head.*`) or a list (keys `auxiliary_head.{i}.*`), as mmseg. */
   auxiliary_head?: DecodeHead | HeadConfig | (DecodeHead | HeadConfig)[] | null;
 }
@@ -61,7 +65,7 @@ function isModule(x: unknown): x is Module {
 export class EncoderDecoder extends Module {
   readonly backbone: Backbone;
   readonly neck: Neck | null = null;
-  readonly decode_head: DecodeHead;
+  readonly decode_head: SegmentationHead;
   /** The auxiliary heads (registered as one module, or as a ModuleList when a list was given). */
   readonly auxiliaryHeads: DecodeHead[] = [];
   readonly auxiliary_head: DecodeHead | ModuleList<DecodeHead> | null = null;
@@ -83,8 +87,13 @@ export class EncoderDecoder extends Module {
     }
     this.backbone = this.registerModule('backbone', backbone);
     if (o.neck) this.neck = this.registerModule('neck', isModule(o.neck) ? o.neck : buildNeck(o.neck as NeckConfig));
-    const head = (h: DecodeHead | HeadConfig): DecodeHead => (h instanceof DecodeHead ? h : buildHead(h));
-    this.decode_head = this.registerModule('decode_head', head(o.decode_head));
+    const head = (h: DecodeHead | HeadConfig): DecodeHead => {
+      const built = h instanceof DecodeHead ? h : buildHead(h);
+      if (!(built instanceof DecodeHead)) throw new Error(`EncoderDecoder: a ${built.constructor.name} cannot be an auxiliary head`);
+      return built;
+    };
+    const decode = isModule(o.decode_head) ? o.decode_head : buildHead(o.decode_head as HeadConfig);
+    this.decode_head = this.registerModule('decode_head', decode);
     const aux = o.auxiliary_head;
     if (Array.isArray(aux)) {
       const list = new ModuleList<DecodeHead>(aux.map(head));

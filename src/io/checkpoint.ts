@@ -196,6 +196,8 @@ function jsonSafeConverter(options: JsonSafeOptions): (v: unknown) => unknown {
   let chars = options.maxChars ?? 1_000_000;
   const stack = new Set<unknown>();
   const spent = (): boolean => nodes <= 0 || chars <= 0;
+  // Every string written (values and object keys) is charged to `chars`: a long string referenced many times is
+  // shared in memory but written out each time by JSON.stringify.
   const str = (x: string, canCut = true): string => {
     const cut = canCut && x.length > maxString ? `${x.slice(0, maxString)}... [truncated, ${x.length} chars]` : x;
     if (cut.length > chars) { chars = 0; return JSON_SAFE_BUDGET_NOTE; }
@@ -241,7 +243,7 @@ function jsonSafeConverter(options: JsonSafeOptions): (v: unknown) => unknown {
           for (const [k, y] of x) {
             if (i++ >= maxArray) { setOwnProp(o, '...', `[truncated, ${x.size} entries]`); break; }
             if (spent()) { setOwnProp(o, '...', JSON_SAFE_BUDGET_NOTE); break; }
-            setOwnProp(o, k as string, conv(y, depth + 1));
+            setOwnProp(o, str(k as string), conv(y, depth + 1));
           }
           return o;
         }
@@ -259,7 +261,7 @@ function jsonSafeConverter(options: JsonSafeOptions): (v: unknown) => unknown {
         if (!Object.hasOwn(x, k)) continue;
         if (i++ >= maxArray) { setOwnProp(o, '...', '[truncated entries]'); break; }
         if (spent()) { setOwnProp(o, '...', JSON_SAFE_BUDGET_NOTE); break; }
-        setOwnProp(o, k, conv((x as Record<string, unknown>)[k], depth + 1));
+        setOwnProp(o, str(k), conv((x as Record<string, unknown>)[k], depth + 1));
       }
       return o;
     } finally {

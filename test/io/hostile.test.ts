@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CheckpointError } from '../../src/io/errors.js';
-import { JSON_SAFE_BUDGET_NOTE, loadCheckpoint } from '../../src/io/checkpoint.js';
+import { JSON_SAFE_BUDGET_NOTE, loadCheckpoint, toJsonSafe } from '../../src/io/checkpoint.js';
 import { inspectFile } from '../../src/io/inspect.js';
 import { parseNpy } from '../../src/io/npz.js';
 import { MAX_PICKLE_DEPTH, unpickle } from '../../src/io/pickle.js';
@@ -143,6 +143,16 @@ test('a 2 kB pickle DAG of shared references (10^30 nodes when expanded) loads a
   } finally {
     cleanup();
   }
+});
+
+test('toJsonSafe bounds what it writes whatever the sharing: long strings and keys referenced many times', () => {
+  const long = 'k'.repeat(100_000);
+  let level: unknown = Object.fromEntries([[long, long]]);
+  for (let i = 0; i < 20; i++) level = [level, level, level]; // 3^20 references to one dict
+  const text = JSON.stringify(toJsonSafe(level, { maxString: 200_000 }));
+  // the default budget is 10^6 string characters (keys included) and 10^5 values
+  assert.ok(text.length < 1_300_000, `${text.length} chars written`);
+  assert.ok(text.includes(JSON_SAFE_BUDGET_NOTE));
 });
 
 test('checkpoint metadata is converted only when read (loading tensors never touches it)', () => {

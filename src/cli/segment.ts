@@ -90,13 +90,13 @@ function segmentOptions(p: Parsed, device: string): SegmentOptions {
 }
 
 /** Builds or loads the model; prints the untrained warning or the loader's notes to stderr. */
-function prepareModel(config: SegConfig, checkpoint: string | undefined, device: string):
+function prepareModel(config: SegConfig, checkpoint: string | undefined, device: string, allowNonfinite = false):
   { model: EncoderDecoder; report: LoadReport | null } {
   if (!checkpoint) {
     warn(UNTRAINED_WARNING);
     return { model: buildSegmentor(config, { device }), report: null };
   }
-  const { model, report } = loadSegmentor(config, checkpoint, { device });
+  const { model, report } = loadSegmentor(config, checkpoint, { device, allowNonfinite });
   for (const n of report.notes) warn(`note: ${n}`);
   return { model, report };
 }
@@ -133,8 +133,10 @@ const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
 export const segmentCommand: SegCommand = {
   summary: 'semantic segmentation of images: palette label PNGs, overlays and per-class pixel shares',
   usage: 'vit-adapter segment <image|folder>... --config NAME|file.json [--checkpoint FILE] [--out DIR] [--mode whole|slide] ' +
-    '[--flip] [--scales 0.5,0.75,...] [--device cpu|cuda] [--threads N] [--top K] [--json]',
+    '[--flip] [--scales 0.5,0.75,...] [--device cpu|cuda] [--threads N] [--top K] [--json]' +
+    ' [--allow-nonfinite]',
   options: {
+    'allow-nonfinite': 'boolean',
     config: 'string', checkpoint: 'string', out: 'string', mode: 'string', flip: 'boolean', scales: 'string',
     device: 'string', threads: 'number', json: 'boolean', top: 'number',
   },
@@ -151,7 +153,7 @@ export const segmentCommand: SegCommand = {
     if (numClasses > 256) throw new Error(`segment: ${numClasses} classes do not fit an 8-bit label PNG`);
     const palette = paletteOf(config);
     const checkpoint = str(p, 'checkpoint');
-    const { model } = prepareModel(config, checkpoint, device);
+    const { model } = prepareModel(config, checkpoint, device, Boolean(p.options['allow-nonfinite']));
     mkdirSync(outDir, { recursive: true });
     const json = Boolean(p.options.json);
     if (!json) print(`config ${config.name}${checkpoint ? `, checkpoint ${checkpoint}` : ' (untrained)'}, ${files.length} image(s) → ${resolve(outDir)}`);
@@ -199,8 +201,10 @@ export const evalCommand: SegCommand = {
   summary: 'evaluate a segmentor on a labelled dataset (aAcc, mIoU, mAcc and the per-class table, as mmseg)',
   usage: 'vit-adapter eval --config NAME|file.json --checkpoint FILE --data ROOT [--dataset ade20k|custom] [--img-dir DIR] ' +
     '[--ann-dir DIR] [--img-suffix .jpg] [--seg-map-suffix .png] [--classes a,b,c] [--reduce-zero-label] [--limit N] ' +
-    '[--mode whole|slide] [--flip] [--scales 0.5,...] [--device cpu|cuda] [--threads N] [--out results.json] [--json]',
+    '[--mode whole|slide] [--flip] [--scales 0.5,...] [--device cpu|cuda] [--threads N] [--out results.json] [--json]' +
+    ' [--allow-nonfinite]',
   options: {
+    'allow-nonfinite': 'boolean',
     config: 'string', checkpoint: 'string', data: 'string', dataset: 'string', 'img-dir': 'string', 'ann-dir': 'string',
     'img-suffix': 'string', 'seg-map-suffix': 'string', classes: 'string', 'reduce-zero-label': 'boolean', limit: 'number',
     out: 'string', json: 'boolean', mode: 'string', flip: 'boolean', scales: 'string', device: 'string', threads: 'number',
@@ -229,7 +233,7 @@ export const evalCommand: SegCommand = {
     const device = deviceOption(p);
     const opts = segmentOptions(p, device);
     const checkpoint = str(p, 'checkpoint');
-    const { model } = prepareModel(config, checkpoint, device);
+    const { model } = prepareModel(config, checkpoint, device, Boolean(p.options['allow-nonfinite']));
     let bar: ProgressBar | null = null;
     const r = await evaluateDataset(model, config, dataset, {
       ...opts, ...(limit !== undefined ? { limit } : {}),

@@ -7,6 +7,7 @@
  * The data offset of an entry is computed from its local header (whose extra field may differ from
  * the central directory's, e.g. the alignment padding PyTorch writes).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import * as zlib from 'node:zlib';
 import { CheckpointError } from './errors.js';
 import { BufferSource, FileSource, type ByteSource } from './source.js';
@@ -50,6 +51,7 @@ function u64(b: Uint8Array, o: number, file: string, what: string): number {
   return v;
 }
 
+const MAX_BUFFER = bufferConstants.MAX_LENGTH;
 const hasCrc32 = typeof (zlib as { crc32?: unknown }).crc32 === 'function';
 
 /**
@@ -246,6 +248,7 @@ export class ZipReader {
    * decompression bomb never materialises more than the declared size), and that is an error.
    */
   private inflate(e: ZipEntry, compressed: Uint8Array, finishFlush?: number): Uint8Array {
+    if (e.size > MAX_BUFFER) this.fail(`entry of ${e.size} bytes is too large to inflate in memory`, e.name);
     let out: Uint8Array;
     try {
       out = zlib.inflateRawSync(compressed, {

@@ -118,14 +118,16 @@ test('a 2 kB pickle DAG of shared references (10^30 nodes when expanded) loads a
     assert.ok(bytes.length < 2500, `the bomb is ${bytes.length} bytes`);
     writeFileSync(file, bytes);
     // The real loaders, in a child process with a small heap: before the fix this aborted (V8 heap OOM, SIGABRT).
+    // (The io layer only, so that the child does not load libtorch: loadCheckpoint + read() is what readStateDict
+    // and loadWeights do before handing bytes to the engine.)
     const io = pathToFileURL(join(repoRoot(), 'dist/src/io/index.js')).href;
-    const nn = pathToFileURL(join(repoRoot(), 'dist/src/nn/index.js')).href;
     const code = `
-      import { inspectFile } from ${JSON.stringify(io)};
-      import { readStateDict } from ${JSON.stringify(nn)};
+      import { inspectFile, loadCheckpoint } from ${JSON.stringify(io)};
       const file = ${JSON.stringify(file)};
-      const sd = readStateDict(file);
-      const w = Array.from(sd.get('w').toTypedArray());
+      const ck = loadCheckpoint(file);
+      const b = ck.tensors.get('w').read();
+      const w = Array.from(new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4));
+      ck.close();
       const r = inspectFile(file);
       const text = JSON.stringify(r);
       console.log(JSON.stringify({ w, tensors: r.tensors.map((t) => t.name), length: text.length,
@@ -146,10 +148,12 @@ test('a 2 kB pickle DAG of shared references (10^30 nodes when expanded) loads a
 });
 
 test('toJsonSafe bounds what it writes whatever the sharing: long strings and keys referenced many times', () => {
-  const long = 'k'.repeat(100_000);
+  // Sized so that a regression (no budget) fails the assertion instead of exhausting memory: 729 references to one
+  // dict with a 20 000-character key and value would be 29 MB of JSON.
+  const long = 'k'.repeat(20_000);
   let level: unknown = Object.fromEntries([[long, long]]);
-  for (let i = 0; i < 20; i++) level = [level, level, level]; // 3^20 references to one dict
-  const text = JSON.stringify(toJsonSafe(level, { maxString: 200_000 }));
+  for (let i = 0; i < 6; i++) level = [level, level, level]; // 3^6 references to one dict
+  const text = JSON.stringify(toJsonSafe(level, { maxString: 50_000 }));
   // the default budget is 10^6 string characters (keys included) and 10^5 values
   assert.ok(text.length < 1_300_000, `${text.length} chars written`);
   assert.ok(text.includes(JSON_SAFE_BUDGET_NOTE));
@@ -245,11 +249,11 @@ test('decompression bomb: inflating stops at the central directory size with an 
   }
 });
 
-test('64 tensors viewing one deflated 16 MiB storage inflate it once per load', async () => {
+test('64 tensors viewing one deflated 4 MiB storage inflate it once per load', async () => {
   const { readStateDict } = await import('../../src/nn/serialization.js');
   const { dir, cleanup } = tempDir();
   try {
-    const numel = 4 << 20; // 16 MiB of float32
+    const numel = 1 << 20; // 4 MiB of float32 (the count, not the size, is what the test checks)
     const per = numel / 64;
     const views: [string, number, number][] = Array.from({ length: 64 }, (_, i) => [`t${i}`, i * per, per]);
     const file = join(dir, 'shared.pth');

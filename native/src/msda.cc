@@ -15,7 +15,9 @@
 //   where each of the four corners contributes only when it lies inside the H_l x W_l image (zero padding).
 //   A point with x in [-1, W) and y in [-1, H) touches at least one pixel; the corner convention (x0 = floor(x),
 //   gradients taken with the floor on the left) is the one of at::grid_sampler_2d, so the gradients match it too,
-//   including at exact pixel centres and on the x = -1 / y = -1 lines.
+//   including at exact pixel centres and on the x = -1 / y = -1 lines. Non-finite sampling locations (and
+//   non-finite attention weights of points outside the image) propagate NaN exactly as the composition does (see
+//   skipped_point below).
 //
 // Backward: with g = grad_out[n, q, m, :], v_c the value row of corner c (zero when outside), w_c its bilinear
 // weight, a the attention weight, fx / fy the fractional parts of x / y:
@@ -75,6 +77,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -215,6 +218,36 @@ VITA_MSDA_INLINE bool bilinear_setup(acc_t lx, acc_t ly, int64_t H, int64_t W, B
   return true;
 }
 
+// Points that touch no pixel (bilinear_setup returned false) normally contribute nothing. The composition
+// (grid_sample, libtorch 1.13 CPU kernel, zero padding) differs when something is not finite; measured there:
+//  * a non-finite coordinate (NaN, +-Inf, also x = loc_x * W - 0.5 overflowing) makes the bilinear weights NaN, so
+//    the sample is NaN in every channel, the output row (n, q, m, :) is NaN whatever the attention weight, and in
+//    the backward: grad_attention_weights = NaN, grad_loc_x = NaN when y (the other coordinate) or the attention
+//    weight is not finite, else 0 (likewise grad_loc_y with x); nothing reaches grad_value (all corners masked);
+//  * finite coordinates outside the image with a non-finite attention weight: the sample is 0 but 0 * a is NaN,
+//    so the output row is NaN; grad_attention_weights = 0, grad_loc = (NaN, NaN), grad_value untouched.
+// These helpers are evaluated only on that rare branch, so the hot loop is unchanged.
+template <typename acc_t>
+VITA_MSDA_INLINE bool finite_acc(acc_t v) {
+  return v - v == acc_t(0);  // false for NaN and +-Inf
+}
+
+template <typename acc_t>
+struct SkippedGrads {
+  bool poisoned;  // the output row becomes NaN
+  acc_t ga, gx, gy;
+};
+
+template <typename acc_t>
+inline SkippedGrads<acc_t> skipped_point(acc_t lx, acc_t ly, acc_t a, int64_t H, int64_t W) {
+  const acc_t x = lx * static_cast<acc_t>(W) - acc_t(0.5);
+  const acc_t y = ly * static_cast<acc_t>(H) - acc_t(0.5);
+  const bool xf = finite_acc(x), yf = finite_acc(y), af = finite_acc(a);
+  const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+  if (xf && yf) return {!af, acc_t(0), af ? acc_t(0) : nan, af ? acc_t(0) : nan};
+  return {true, nan, (yf && af) ? acc_t(0) : nan, (xf && af) ? acc_t(0) : nan};
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Forward: rows [nq_begin, nq_end) of the flattened (n, q) range. D is processed in tiles of TW channels.
 
@@ -248,8 +281,13 @@ VITA_MSDA_INLINE void forward_rows(const Args<scalar_t>& A, int64_t nq_begin, in
           for (int64_t p = 0; p < g.P; ++p) {
             const int64_t k = k0 + p;
             Bilinear<acc_t> b;
-            if (!bilinear_setup<acc_t>(static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, b))
+            if (!bilinear_setup<acc_t>(static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, b)) {
+              if (skipped_point<acc_t>(static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]),
+                                       static_cast<acc_t>(attn[k]), H, W).poisoned) {
+                for (int d = 0; d < TW; ++d) acc[d] = std::numeric_limits<acc_t>::quiet_NaN();
+              }
               continue;
+            }
             const acc_t a = static_cast<acc_t>(attn[k]);
             const acc_t ay0 = a * (acc_t(1) - b.fy), ay1 = a * b.fy;
             const acc_t gx0 = acc_t(1) - b.fx, gx1 = b.fx;
@@ -308,9 +346,12 @@ VITA_MSDA_INLINE void backward_task(const Args<scalar_t>& A, typename AccType<sc
         const int64_t k = k0 + p;
         Bilinear<acc_t> b;
         if (!bilinear_setup<acc_t>(static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, b)) {
-          gattn[k] = scalar_t(0);
-          gloc[2 * k] = scalar_t(0);
-          gloc[2 * k + 1] = scalar_t(0);
+          const SkippedGrads<acc_t> sk = skipped_point<acc_t>(static_cast<acc_t>(loc[2 * k]),
+                                                              static_cast<acc_t>(loc[2 * k + 1]),
+                                                              static_cast<acc_t>(attn[k]), H, W);
+          gattn[k] = static_cast<scalar_t>(sk.ga);
+          gloc[2 * k] = static_cast<scalar_t>(sk.gx);
+          gloc[2 * k + 1] = static_cast<scalar_t>(sk.gy);
           continue;
         }
         const acc_t a = static_cast<acc_t>(attn[k]);
@@ -437,7 +478,13 @@ VITA_MSDA_INLINE void forward_rows_vec(const Args<T>& A, int64_t nq_begin, int64
           for (int64_t p = 0; p < g.P; ++p) {
             const int64_t k = k0 + p;
             Bilinear<T> b;
-            if (!bilinear_setup<T>(loc[2 * k], loc[2 * k + 1], H, W, b)) continue;
+            if (!bilinear_setup<T>(loc[2 * k], loc[2 * k + 1], H, W, b)) {
+              if (skipped_point<T>(loc[2 * k], loc[2 * k + 1], attn[k], H, W).poisoned) {
+                VITA_MSDA_UNROLL
+                for (int j = 0; j < NV; ++j) acc[j] = V{} + std::numeric_limits<T>::quiet_NaN();
+              }
+              continue;
+            }
             const T a = attn[k];
             const T ay0 = a * (T(1) - b.fy), ay1 = a * b.fy;
             const T w00 = ay0 * (T(1) - b.fx), w01 = ay0 * b.fx, w10 = ay1 * (T(1) - b.fx), w11 = ay1 * b.fx;
@@ -516,9 +563,10 @@ VITA_MSDA_INLINE void backward_task_vec(const Args<T>& A, T* gv_base, int64_t n,
         const int64_t k = k0 + p;
         Bilinear<T> b;
         if (!bilinear_setup<T>(loc[2 * k], loc[2 * k + 1], H, W, b)) {
-          gattn[k] = T(0);
-          gloc[2 * k] = T(0);
-          gloc[2 * k + 1] = T(0);
+          const SkippedGrads<T> sk = skipped_point<T>(loc[2 * k], loc[2 * k + 1], attn[k], H, W);
+          gattn[k] = sk.ga;
+          gloc[2 * k] = sk.gx;
+          gloc[2 * k + 1] = sk.gy;
           continue;
         }
         const T a = attn[k];

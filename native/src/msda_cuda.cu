@@ -59,7 +59,7 @@ __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2hal
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// Bilinear set-up of one point on an H x W level. False when no corner is inside (also for NaN coordinates).
+// Bilinear set-up of one point on an H x W level. False when no corner is inside (also for non-finite coordinates).
 template <typename A>
 struct Corners {
   A fx, fy;
@@ -83,6 +83,30 @@ __device__ __forceinline__ bool setup_point(A lx, A ly, int64_t H, int64_t W, Co
   c.i10 = y1in && x0in;
   c.i11 = y1in && x1in;
   return true;
+}
+
+// A point setup_point rejected contributes nothing unless something is not finite; then the grid_sample composition
+// gives NaN (see skipped_point in msda.cc, which this mirrors): `poisoned` makes the output row NaN; ga / gx / gy are
+// the point's grad_attention_weights / grad_loc_x / grad_loc_y. Only evaluated for rejected points.
+template <typename A>
+struct Skipped {
+  bool poisoned;
+  A ga, gx, gy;
+};
+
+template <typename A>
+__device__ __forceinline__ bool finite_acc(A v) {
+  return v - v == A(0);  // false for NaN and +-Inf
+}
+
+template <typename A>
+__device__ __forceinline__ Skipped<A> skipped_point(A lx, A ly, A a, int64_t H, int64_t W) {
+  const A x = lx * static_cast<A>(W) - A(0.5);
+  const A y = ly * static_cast<A>(H) - A(0.5);
+  const bool xf = finite_acc(x), yf = finite_acc(y), af = finite_acc(a);
+  const A nan = A(0) / A(0);
+  if (xf && yf) return {!af, A(0), af ? A(0) : nan, af ? A(0) : nan};
+  return {true, nan, (yf && af) ? A(0) : nan, (xf && af) ? A(0) : nan};
 }
 
 template <typename T>
@@ -110,7 +134,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t p = 0; p < d.P; ++p) {
       const int64_t k = l * d.P + p;
       Corners<A> c;
-      if (!setup_point<A>(to_acc(lp[2 * k]), to_acc(lp[2 * k + 1]), H, W, c)) continue;
+      if (!setup_point<A>(to_acc(lp[2 * k]), to_acc(lp[2 * k + 1]), H, W, c)) {
+        if (skipped_point<A>(to_acc(lp[2 * k]), to_acc(lp[2 * k + 1]), to_acc(ap[k]), H, W).poisoned) acc = A(0) / A(0);
+        continue;
+      }
       const A a = to_acc(ap[k]);
       const A wy0 = (A(1) - c.fy) * a, wy1 = c.fy * a, wx0 = A(1) - c.fx, wx1 = c.fx;
       const int64_t off = (c.y0 * W + c.x0) * MD;  // corner (y0, x0); only read when inside
@@ -186,9 +213,16 @@ __global__ void __launch_bounds__(kThreads)
       px = group_sum<A, G>(px);
       py = group_sum<A, G>(py);
       if (active && lane == 0) {
-        grad_attn[k] = from_acc<T>(pa);
-        grad_loc[2 * k] = from_acc<T>(a * static_cast<A>(W) * px);
-        grad_loc[2 * k + 1] = from_acc<T>(a * static_cast<A>(H) * py);
+        if (valid) {
+          grad_attn[k] = from_acc<T>(pa);
+          grad_loc[2 * k] = from_acc<T>(a * static_cast<A>(W) * px);
+          grad_loc[2 * k + 1] = from_acc<T>(a * static_cast<A>(H) * py);
+        } else {
+          const Skipped<A> sk = skipped_point<A>(to_acc(loc[2 * k]), to_acc(loc[2 * k + 1]), to_acc(attn[k]), H, W);
+          grad_attn[k] = from_acc<T>(sk.ga);
+          grad_loc[2 * k] = from_acc<T>(sk.gx);
+          grad_loc[2 * k + 1] = from_acc<T>(sk.gy);
+        }
       }
     }
   }

@@ -15,7 +15,9 @@
 
 #include "msda_harness.h"
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -26,10 +28,15 @@ namespace {
 
 int failures = 0;
 
-double max_rel(const at::Tensor& a, const at::Tensor& b) {
-  if (a.numel() == 0) return 0.0;
-  const double scale = std::max(1e-30, b.to(at::kDouble).abs().max().item<double>());
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() / scale;
+// Max relative error over the finite elements; +inf when the NaN / Inf positions of a and b differ.
+double max_rel(const at::Tensor& a0, const at::Tensor& b0) {
+  if (a0.numel() == 0) return 0.0;
+  const at::Tensor a = a0.to(at::kDouble), b = b0.to(at::kDouble);
+  if (!at::equal(a.isnan(), b.isnan()) || !at::equal(a.isinf(), b.isinf())) return INFINITY;
+  const at::Tensor fa = at::where(at::isfinite(a), a, at::zeros_like(a));
+  const at::Tensor fb = at::where(at::isfinite(b), b, at::zeros_like(b));
+  const double scale = std::max(1e-30, fb.abs().max().item<double>());
+  return (fa - fb).abs().max().item<double>() / scale;
 }
 
 vita_msda_cuda::DType dtype_of(at::ScalarType t) {
@@ -42,7 +49,7 @@ vita_msda_cuda::DType dtype_of(at::ScalarType t) {
 }
 
 void run_case(at::ScalarType dt, int64_t N, int64_t M, int64_t D, int64_t Lq, int64_t P,
-              const std::vector<std::pair<int64_t, int64_t>>& hw, double tol) {
+              const std::vector<std::pair<int64_t, int64_t>>& hw, double tol, bool nonfinite = false) {
   const auto& fwd = vita_msda_harness::forward_op();
   const auto& bwd = vita_msda_harness::backward_op();
   const int64_t L = static_cast<int64_t>(hw.size());
@@ -58,8 +65,24 @@ void run_case(at::ScalarType dt, int64_t N, int64_t M, int64_t D, int64_t Lq, in
   loc.select(1, 0).select(-1, 0).fill_(0.5 / static_cast<double>(hw[0].second));
   if (Lq > 1) loc.select(1, 1).select(-1, 0).fill_(-0.5 / static_cast<double>(hw[0].second));
   if (Lq > 2) loc.select(1, 2).fill_(7.0);
+  at::Tensor attn = at::rand({N, Lq, M, L, P}, at::kDouble);
+  if (nonfinite) {
+    // NaN / +-Inf coordinates (x only, y only, both) and non-finite weights of points outside and inside the image:
+    // the kernels must reproduce the CPU operator's NaN pattern (that of the grid_sample composition).
+    const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+    auto pt = [&](int64_t q, int64_t m, int64_t p) { return loc[N - 1][q % Lq][m % M][L - 1][p % P]; };
+    pt(0, 0, 0)[0] = nan;
+    pt(1, 1, 1)[1] = inf;
+    pt(2, 0, 1)[0] = -inf;
+    pt(2, 0, 1)[1] = nan;
+    pt(3, 1, 0)[0] = 6.0;  // outside, weight +Inf
+    attn[N - 1][3 % Lq][1 % M][L - 1][0] = inf;
+    pt(4, 0, 1)[0] = 0.5;  // inside, weight NaN
+    pt(4, 0, 1)[1] = 0.5;
+    attn[N - 1][4 % Lq][0][L - 1][1 % P] = nan;
+  }
   loc = loc.to(dt);
-  at::Tensor attn = at::rand({N, Lq, M, L, P}, at::kDouble).to(dt);
+  attn = attn.to(dt);
   at::Tensor go = at::randn({N, Lq, M * D}, at::kDouble).to(dt);
 
   vita_msda_cuda::Dims d;
@@ -81,6 +104,7 @@ void run_case(at::ScalarType dt, int64_t N, int64_t M, int64_t D, int64_t Lq, in
   const double r0 = max_rel(out, o_ref), r1 = max_rel(gv, std::get<0>(g_ref)), r2 = max_rel(gl, std::get<1>(g_ref)),
                r3 = max_rel(ga, std::get<2>(g_ref));
   const bool ok = e1 == cudaSuccess && e2 == cudaSuccess && r0 < tol && r1 < tol && r2 < tol && r3 < tol;
+  if (nonfinite) std::printf("  (NaN / Inf inputs, %lld NaN outputs)\n", (long long)o_ref.isnan().sum().item<int64_t>());
   std::printf("  %-9s N=%lld M=%lld D=%3lld Lq=%lld P=%lld L=%lld: rel err out %.2e  grad_value %.2e  grad_loc %.2e  "
               "grad_attn %.2e  %s\n",
               c10::toString(dt), (long long)N, (long long)M, (long long)D, (long long)Lq, (long long)P, (long long)L,
@@ -105,6 +129,12 @@ int main() {
   run_case(at::kFloat, 2, 2, 32, 6, 4, {{8, 8}, {4, 4}}, 1e-5);
   run_case(at::kHalf, 1, 2, 32, 6, 4, {{8, 8}, {4, 4}}, 5e-3);
   run_case(at::kBFloat16, 1, 2, 32, 6, 4, {{8, 8}, {4, 4}}, 3e-2);
+  // Non-finite sampling locations / weights (every lane-group width that matters: D = 5 -> G = 8, D = 70 -> 32).
+  run_case(at::kDouble, 2, 3, 32, 6, 4, {{8, 8}, {4, 4}}, 1e-12, true);
+  run_case(at::kDouble, 1, 2, 5, 6, 2, {{5, 8}, {3, 7}}, 1e-12, true);
+  run_case(at::kDouble, 1, 2, 70, 6, 3, {{6, 4}}, 1e-12, true);
+  run_case(at::kFloat, 2, 2, 32, 6, 4, {{8, 8}, {4, 4}}, 1e-5, true);
+  run_case(at::kHalf, 1, 2, 32, 6, 4, {{8, 8}, {4, 4}}, 5e-3, true);
   const int emu = g_emu_failures.load();
   if (emu) std::printf("  emulation reported %d divergent / invalid shuffles\n", emu);
   std::printf("  CUDA emulation: %s\n", failures == 0 && emu == 0 ? "all passed" : "FAILURES");

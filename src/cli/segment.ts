@@ -108,21 +108,21 @@ function imageLimits(p: Parsed): Required<ImageLimits> {
 }
 
 /** Options of the model-building commands' untrained path. */
-interface ModelSource { checkpoint: string | undefined; seed: number; device: string }
+interface ModelSource { checkpoint: string | undefined; seed: number; device: string; allowNonfinite?: boolean }
 
 /**
  * Builds or loads the model; prints the untrained warning (with the weight seed) or the loader's notes to stderr.
  * Random weights are seeded, so two runs without a checkpoint give the same labels.
  */
 function prepareModel(config: SegConfig, src: ModelSource): { model: EncoderDecoder; report: LoadReport | null } {
-  const { checkpoint, seed, device } = src;
+  const { checkpoint, seed, device, allowNonfinite = false } = src;
   if (!checkpoint) {
     warn(UNTRAINED_WARNING);
     warn(`note: the random weights are seeded (--seed ${seed}), so runs with the same seed give the same labels.`);
     manualSeed(seed);
     return { model: buildSegmentor(config, { device }), report: null };
   }
-  const { model, report } = loadSegmentor(config, checkpoint, { device });
+  const { model, report } = loadSegmentor(config, checkpoint, { device, allowNonfinite });
   for (const n of report.notes) warn(`note: ${n}`);
   return { model, report };
 }
@@ -244,8 +244,9 @@ export const segmentCommand: SegCommand = {
   summary: 'semantic segmentation of images: palette label PNGs, overlays and per-class pixel shares',
   usage: 'vit-adapter segment <image|folder|->... --config NAME|file.json [--checkpoint FILE] [--seed N] [--out DIR] ' +
     '[--mode whole|slide] [--flip] [--scales 0.5,0.75,...] [--device cpu|cuda] [--threads N] [--top K] [--fail-fast] ' +
-    '[--max-megapixels 250] [--max-file-mib 512] [--json]',
+    '[--max-megapixels 250] [--max-file-mib 512] [--allow-nonfinite] [--json]',
   options: {
+    'allow-nonfinite': 'boolean',
     config: 'string', checkpoint: 'string', out: 'string', mode: 'string', flip: 'boolean', scales: 'string',
     device: 'string', threads: 'number', json: 'boolean', top: 'number', seed: 'number', 'fail-fast': 'boolean',
     'max-megapixels': 'number', 'max-file-mib': 'number',
@@ -270,7 +271,7 @@ export const segmentCommand: SegCommand = {
     const checkpoint = str(p, 'checkpoint');
     ensureDir(outDir);
     const names = outputNames(files);
-    const { model } = files.length ? prepareModel(config, { checkpoint, seed, device }) : { model: null };
+    const { model } = files.length ? prepareModel(config, { checkpoint, seed, device, allowNonfinite: Boolean(p.options['allow-nonfinite']) }) : { model: null };
     const json = Boolean(p.options.json);
     if (!json) {
       print(`config ${config.name}${checkpoint ? `, checkpoint ${checkpoint}` : ` (untrained, seed ${seed})`}, ${files.length} image(s) → ${resolve(outDir)}`);
@@ -344,8 +345,9 @@ export const evalCommand: SegCommand = {
   usage: 'vit-adapter eval --config NAME|file.json --checkpoint FILE --data ROOT [--dataset ade20k|custom] [--img-dir DIR] ' +
     '[--ann-dir DIR] [--img-suffix .jpg] [--seg-map-suffix .png] [--classes a,b,c] [--reduce-zero-label | --no-reduce-zero-label] ' +
     '[--limit N] [--mode whole|slide] [--flip] [--scales 0.5,...] [--device cpu|cuda] [--threads N] [--seed N] ' +
-    '[--max-megapixels 250] [--max-file-mib 512] [--out results.json] [--json]',
+    '[--max-megapixels 250] [--max-file-mib 512] [--allow-nonfinite] [--out results.json] [--json]',
   options: {
+    'allow-nonfinite': 'boolean',
     config: 'string', checkpoint: 'string', data: 'string', dataset: 'string', 'img-dir': 'string', 'ann-dir': 'string',
     'img-suffix': 'string', 'seg-map-suffix': 'string', classes: 'string', 'reduce-zero-label': 'boolean',
     'no-reduce-zero-label': 'boolean', limit: 'number', out: 'string', json: 'boolean', mode: 'string', flip: 'boolean',
@@ -385,7 +387,7 @@ export const evalCommand: SegCommand = {
     if (out) ensureDir(dirname(resolve(out)));
     // The label convention decides every number below: say which one is in force before the run.
     warn(`eval: dataset ${dataset.name}, reduce_zero_label ${dataset.reduceZeroLabel ? 'on (label 0 = ignore, labels shifted down by 1)' : 'off (labels are class ids)'}, ignore_index ${dataset.ignoreIndex}`);
-    const { model } = prepareModel(config, { checkpoint, seed, device });
+    const { model } = prepareModel(config, { checkpoint, seed, device, allowNonfinite: Boolean(p.options['allow-nonfinite']) });
     let bar: ProgressBar | null = null;
     const r = await evaluateDataset(model, config, dataset, {
       ...opts, ...(limit !== undefined ? { limit } : {}), limits,

@@ -9,7 +9,7 @@ import { type DType, DTYPES, DTYPE_SIZE, SCALAR_TYPE, checkDType, dtypeFromScala
 /** A device name: `cpu`, `cuda` or `cuda:N`. */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 /** Nested arrays of numbers/booleans, as accepted by {@link tensor}. */
-export type NestedArray = number | boolean | NestedArray[];
+export type NestedArray = number | boolean | bigint | NestedArray[];
 /** Typed arrays accepted as tensor data. */
 export type TypedArray =
   | Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | BigInt64Array | Uint16Array;
@@ -211,28 +211,115 @@ function inferShape(data: NestedArray): number[] {
   return shape;
 }
 
-function flatten(data: NestedArray, shape: number[], depth: number, out: number[]): void {
+function flatten(data: NestedArray, shape: number[], depth: number, out: unknown[]): void {
   if (depth === shape.length) {
     if (Array.isArray(data)) throw new Error('tensor(): ragged nested array (too deep at some entry)');
-    out.push(typeof data === 'boolean' ? (data ? 1 : 0) : data);
+    out.push(data);
     return;
   }
   if (!Array.isArray(data) || data.length !== shape[depth]) {
     throw new Error(`tensor(): ragged nested array: expected length ${shape[depth]} at depth ${depth}`);
   }
-  for (const x of data) flatten(x, shape, depth + 1, out);
+  // Indexed loop (not for-of): holes in sparse arrays come out as undefined and are refused below.
+  for (let i = 0; i < data.length; i++) flatten(data[i] as NestedArray, shape, depth + 1, out);
 }
 
-function encode(values: ArrayLike<number>, dtype: DType): ArrayBufferView {
+/** Inclusive integer ranges of the integer dtypes (int64: the range a JS number holds exactly, bigint: full). */
+const INT_RANGE: Partial<Record<DType, readonly [number, number]>> = {
+  int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647], uint8: [0, 255],
+  int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+/** Smallest magnitude that rounds to infinity in each floating dtype (round to nearest even). */
+const FLOAT_OVERFLOW: Partial<Record<DType, number>> = {
+  float16: 65520, // max 65504; halfway to the next binade step rounds to Inf
+  bfloat16: 2 ** 128 - 2 ** 119, // max (2 − 2^−7)·2^127; halfway above it rounds to Inf
+};
+
+function showValue(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'object') return `an object (${(v as object).constructor?.name ?? 'Object'})`;
+  return String(v);
+}
+
+function indexOf(flat: number, shape: readonly number[]): string {
+  const idx: number[] = new Array<number>(shape.length);
+  let r = flat;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    const n = shape[d]!;
+    idx[d] = n > 0 ? r % n : 0;
+    r = n > 0 ? Math.floor(r / n) : 0;
+  }
+  return `[${idx.join(', ')}]`;
+}
+
+/**
+ * Validates JS values for a dtype and encodes them (float16/bfloat16: as float32, converted after upload). Refuses
+ * anything that is not a number/boolean (bigint for integer dtypes), and values the dtype cannot hold: non-integers
+ * and out-of-range integers for integer dtypes, unsafe integers for int64 unless given as bigint, finite values that
+ * would overflow to ±Infinity in a floating dtype. NaN and ±Infinity given explicitly are kept for floating dtypes.
+ */
+function encodeChecked(values: readonly unknown[], dtype: DType, shape: readonly number[]): ArrayBufferView {
+  const n = values.length;
+  const fail = (i: number, v: unknown, why: string): never => {
+    throw new Error(`tensor(): element ${indexOf(i, shape)} is ${showValue(v)}: ${why} (dtype ${dtype})`);
+  };
+  const floating = isFloating(dtype);
+  if (floating) {
+    const out = dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+    const limit = FLOAT_OVERFLOW[dtype];
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      let x: number;
+      if (typeof v === 'number') x = v;
+      else if (typeof v === 'boolean') x = v ? 1 : 0;
+      else return fail(i, v, typeof v === 'bigint' ? 'a bigint is only accepted for integer dtypes' : 'not a number');
+      out[i] = x;
+      if (Number.isFinite(x)) {
+        if (dtype === 'float32' && !Number.isFinite(out[i]!)) fail(i, v, 'out of range (it would become Infinity)');
+        if (limit !== undefined && Math.abs(x) >= limit) fail(i, v, 'out of range (it would become Infinity)');
+      }
+    }
+    return out;
+  }
+  if (dtype === 'bool') {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      if (typeof v === 'boolean') out[i] = v ? 1 : 0;
+      else if (typeof v === 'number' && !Number.isNaN(v)) out[i] = v !== 0 ? 1 : 0;
+      else fail(i, v, 'not a boolean or number');
+    }
+    return out;
+  }
+  const [lo, hi] = INT_RANGE[dtype]!;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (typeof v === 'bigint') {
+      if (dtype === 'int64' ? v < INT64_MIN || v > INT64_MAX : v < BigInt(lo) || v > BigInt(hi)) {
+        fail(i, v, `out of range for ${dtype}`);
+      }
+      continue;
+    }
+    const x = typeof v === 'boolean' ? (v ? 1 : 0) : v;
+    if (typeof x !== 'number') return fail(i, v, 'not a number');
+    if (!Number.isInteger(x)) fail(i, v, 'not an integer');
+    if (x < lo || x > hi) {
+      fail(i, v, dtype === 'int64'
+        ? 'beyond ±(2^53 − 1), where JavaScript numbers are not exact integers; pass a bigint'
+        : `out of range for ${dtype} [${lo}, ${hi}]`);
+    }
+  }
   switch (dtype) {
-    case 'float32': return Float32Array.from(values);
-    case 'float64': return Float64Array.from(values);
-    case 'int32': return Int32Array.from(values);
-    case 'int16': return Int16Array.from(values);
-    case 'int8': return Int8Array.from(values);
-    case 'uint8': case 'bool': return Uint8Array.from(values, (v) => (dtype === 'bool' ? (v ? 1 : 0) : v));
-    case 'int64': return BigInt64Array.from(Array.from(values, (v) => BigInt(Math.trunc(v))));
-    case 'float16': case 'bfloat16': return Float32Array.from(values); // converted after upload
+    case 'int32': return Int32Array.from(values, (v) => Number(v));
+    case 'int16': return Int16Array.from(values, (v) => Number(v));
+    case 'int8': return Int8Array.from(values, (v) => Number(v));
+    case 'uint8': return Uint8Array.from(values, (v) => Number(v));
+    default: return BigInt64Array.from(values, (v) => (typeof v === 'bigint' ? v : BigInt(Number(v))));
   }
 }
 
@@ -597,7 +684,11 @@ function cmp(name: string, a: Tensor, b: TensorOrScalar): Tensor {
 
 /**
  * Creates a tensor from nested arrays, a number, or a typed array (with `shape`, default 1-d). The dtype defaults to
- * the typed array's type, else float32.
+ * the typed array's type, else float32. Nested arrays / numbers are checked: every element must be a number or a
+ * boolean (a bigint for integer dtypes), and representable in the dtype — integers in range for int8/16/32/uint8,
+ * integers within ±(2^53 − 1) for int64 unless given as bigint, finite values that do not overflow a floating dtype
+ * (NaN and ±Infinity given explicitly are kept). Anything else throws, naming the element's index, value and dtype.
+ * Typed arrays are taken as they are (a dtype conversion follows libtorch's rules).
  */
 export function tensor(data: NestedArray | TypedArray, opts: CreateOptions & { shape?: readonly number[] } = {}): Tensor {
   let shape: number[];
@@ -621,19 +712,38 @@ export function tensor(data: NestedArray | TypedArray, opts: CreateOptions & { s
     }
   } else {
     shape = opts.shape ? [...opts.shape] : inferShape(data);
-    const flat: number[] = [];
+    const flat: unknown[] = [];
     flatten(data, inferShape(data), 0, flat);
     if (flat.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`tensor(): shape [${shape}] does not match ${flat.length} values`);
     dtype = opts.dtype ?? 'float32';
+    checkDType(dtype, 'tensor');
+    const encoded = encodeChecked(flat, dtype, shape);
     if (dtype === 'float16' || dtype === 'bfloat16') {
-      const base = fromBytes(Float32Array.from(flat), 'float32', shape);
+      const base = fromBytes(encoded, 'float32', shape);
       const out = base.to(opts.device && opts.device !== 'cpu' ? { dtype, device: opts.device } : { dtype });
       base.dispose();
       return finishCreate(out, opts);
     }
-    bytes = encode(flat, dtype);
+    bytes = encoded;
   }
   return finishCreate(fromBytes(bytes, dtype, shape, opts.device), opts);
+}
+
+/**
+ * Number of NaN / ±Infinity elements of a tensor (0 for integer and bool tensors). One vectorised pass (`isfinite`
+ * then `all`); the count is computed only when something is not finite.
+ */
+export function countNonFinite(t: Tensor): number {
+  if (!isFloating(t.dtype) || t.numel() === 0) return 0;
+  return noGrad(() => {
+    const fin = aten('isfinite').t([t.handle]);
+    try {
+      if (fin.all()) return 0;
+      return fin.logicalNot().consume((bad) => bad.sum().consume((s) => s.item()));
+    } finally {
+      fin.dispose();
+    }
+  });
 }
 
 /** Creates a tensor from raw little-endian bytes (copied) of the given dtype and shape. */

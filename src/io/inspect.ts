@@ -4,7 +4,8 @@
 import { basename } from 'node:path';
 import type { DType } from '../engine/dtype.js';
 import { loadCheckpoint, type CheckpointFormat, type LoadCheckpointOptions } from './checkpoint.js';
-import { CheckpointError } from './errors.js';
+import { CheckpointError, withContext } from './errors.js';
+import { rekeyEntries } from './keys.js';
 import { numel, type LazyTensor } from './raw.js';
 import { writeSafetensors } from './safetensors.js';
 
@@ -87,19 +88,11 @@ export function convertToSafetensors(inPath: string, outPath: string, options: C
   try {
     let prefix = options.prefix ?? '';
     if (prefix !== '' && !prefix.endsWith('.')) prefix += '.';
-    const selected: [string, LazyTensor][] = [];
-    const names = new Map<string, string>();
-    for (const [name, t] of ck.tensors) {
-      if (!name.startsWith(prefix)) continue;
-      let out = name.slice(prefix.length);
-      for (const s of options.strip ?? []) if (out.startsWith(s)) out = out.slice(s.length);
-      const prev = names.get(out);
-      if (prev !== undefined) {
-        throw new CheckpointError(`tensors '${prev}' and '${name}' both map to '${out}'`, { file: inPath });
-      }
-      if (out === '') throw new CheckpointError(`tensor '${name}' maps to an empty name`, { file: inPath });
-      names.set(out, name);
-      selected.push([out, t]);
+    let selected: [string, LazyTensor][];
+    try {
+      selected = rekeyEntries(ck.tensors, { select: prefix, strip: options.strip }).map(([out, , t]) => [out, t]);
+    } catch (e) {
+      throw withContext(e, inPath);
     }
     if (selected.length === 0) {
       throw new CheckpointError(

@@ -19,6 +19,40 @@ export function stripPrefix<T>(map: ReadonlyMap<string, T>, prefix: string): Map
   return out;
 }
 
+/** How {@link rekeyEntries} renames keys. */
+export interface RekeyOptions {
+  /** Keep only keys that start with this exact string, and remove it (no dot is added). */
+  select?: string;
+  /** Prefixes removed, in order, from keys that have them (each at most once), after `select`. */
+  strip?: readonly string[];
+}
+
+/**
+ * The one renaming used wherever checkpoint keys are selected and stripped (`convert`, `readStateDict`,
+ * `loadWeights`, `openStateDict`): `select` first, then `strip`. Two keys that end up with the same name (e.g.
+ * `module.w` and `w` with `strip: ['module.']`) are an error naming both, as is a key that becomes empty — never is
+ * one silently dropped.
+ * @returns `[newKey, originalKey, value]` in input order
+ */
+export function rekeyEntries<T>(entries: Iterable<readonly [string, T]>, o: RekeyOptions): [string, string, T][] {
+  const out: [string, string, T][] = [];
+  const from = new Map<string, string>();
+  for (const [name, v] of entries) {
+    let k = name;
+    if (o.select) {
+      if (!k.startsWith(o.select)) continue;
+      k = k.slice(o.select.length);
+    }
+    for (const p of o.strip ?? []) if (p !== '' && k.startsWith(p)) k = k.slice(p.length);
+    const prev = from.get(k);
+    if (prev !== undefined) throw new Error(`tensors '${prev}' and '${name}' both map to '${k}'`);
+    if (k === '') throw new Error(`tensor '${name}' maps to an empty name`);
+    from.set(k, name);
+    out.push([k, name, v]);
+  }
+  return out;
+}
+
 /** Prepends `prefix` to every key. */
 export function addPrefix<T>(map: ReadonlyMap<string, T>, prefix: string): Map<string, T> {
   const out = new Map<string, T>();

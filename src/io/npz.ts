@@ -58,13 +58,29 @@ export function npyHeaderSize(head: Uint8Array, file: string, entry?: string): n
   throw new CheckpointError(`unsupported .npy format version ${major}.${head[7]}`, { file, entry });
 }
 
+/** Deepest nesting of brackets accepted in a .npy header (a real one is a dict holding a shape tuple: 2). */
+export const MAX_NPY_HEADER_DEPTH = 32;
+
 /** A tiny parser for the Python literal of a .npy header (dicts, tuples, lists, strings, ints, bools, None). */
 function parsePyLiteral(text: string, fail: (m: string) => never): unknown {
   let i = 0;
+  let depth = 0;
   const ws = (): void => { while (i < text.length && /\s/.test(text[i]!)) i++; };
   const value = (): unknown => {
     ws();
     const c = text[i];
+    if (c === '{' || c === '(' || c === '[') {
+      if (depth >= MAX_NPY_HEADER_DEPTH) fail(`brackets nested more than ${MAX_NPY_HEADER_DEPTH} levels deep at ${i}`);
+      depth++;
+      try {
+        return container(c);
+      } finally {
+        depth--;
+      }
+    }
+    return scalar(c);
+  };
+  const container = (c: string): unknown => {
     if (c === '{') {
       i++;
       const obj: Record<string, unknown> = {};
@@ -96,6 +112,9 @@ function parsePyLiteral(text: string, fail: (m: string) => never): unknown {
         else if (text[i] !== close) fail(`expected ',' or '${close}' at ${i}`);
       }
     }
+    return fail('unreachable');
+  };
+  const scalar = (c: string | undefined): unknown => {
     if (c === "'" || c === '"') {
       const end = text.indexOf(c, i + 1);
       if (end < 0) fail('unterminated string');
@@ -124,7 +143,8 @@ export function parseNpyHeader(bytes: Uint8Array, file: string, entry?: string):
   if (bytes.length < total) throw new CheckpointError(`.npy header truncated (${bytes.length} of ${total} bytes)`, where);
   const start = bytes[6] === 1 ? 10 : 12;
   const text = new TextDecoder(bytes[6] === 3 ? 'utf-8' : 'latin1').decode(bytes.subarray(start, total)).trim();
-  const fail = (m: string): never => { throw new CheckpointError(`bad .npy header ${JSON.stringify(text)}: ${m}`, where); };
+  const shown = text.length > 200 ? `${text.slice(0, 200)}... [${text.length} chars]` : text;
+  const fail = (m: string): never => { throw new CheckpointError(`bad .npy header ${JSON.stringify(shown)}: ${m}`, where); };
   const h = parsePyLiteral(text, fail);
   if (typeof h !== 'object' || h === null || Array.isArray(h)) fail('not a dict');
   const d = h as Record<string, unknown>;

@@ -259,7 +259,11 @@ function buildAllowList(): Map<string, Impl> {
     if (a.length === 0) return Object.freeze([]);
     return Object.freeze([...toIterable(a[0], 'torch.Size', vm)]);
   });
-  m.set('torch.device', (a) => a.map(String).join(':'));
+  m.set('torch.device', (a: readonly unknown[], vm: PickleContext) => {
+    // Only strings and integers: String() of a (possibly shared, DAG-shaped) list would expand it.
+    if (!a.every((x) => typeof x === 'string' || isInt(x))) vm.fail(`torch.device: arguments must be a string and an index, got ${a.map(describe).join(', ')}`);
+    return a.map(String).join(':');
+  });
   m.set('builtins.set', (a: readonly unknown[], vm: PickleContext) => new Set(a.length ? toIterable(a[0], 'set', vm) : []));
   m.set('builtins.frozenset', (a: readonly unknown[], vm: PickleContext) => new Set(a.length ? toIterable(a[0], 'frozenset', vm) : []));
   m.set('builtins.slice', (a) => (a.length === 1 ? new PySlice(null, a[0], null) : new PySlice(a[0], a[1], a[2] ?? null)));
@@ -305,6 +309,9 @@ export function isAllowedGlobal(module: string, name: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/** Longest LONG4 integer payload accepted, in bytes (about 9 800 decimal digits). */
+const MAX_LONG_BYTES = 4096;
+
 const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
@@ -327,6 +334,14 @@ function decodeLong(b: Uint8Array): number | bigint {
   for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
   if (b[n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
   return normInt(v);
+}
+
+/**
+ * A short description of an unpickled value for error messages (`a tuple of 5`, `the string "x"`, ...): constant
+ * size whatever the value, never expanding shared references.
+ */
+export function describePy(x: unknown): string {
+  return describe(x);
 }
 
 function describe(x: unknown): string {
@@ -503,6 +518,7 @@ class Machine implements PickleContext {
 
   private parseIntText(s: string): number | bigint {
     const t = s.trim();
+    if (t.length > 2.5 * MAX_LONG_BYTES) this.fail(`integer literal of ${t.length} digits is too large`);
     if (!/^[+-]?\d+$/.test(t)) this.fail(`invalid integer literal ${JSON.stringify(s)}`);
     return normInt(BigInt(t));
   }
@@ -601,6 +617,8 @@ class Machine implements PickleContext {
         case 0x8b: { // LONG4
           const n = this.i32();
           if (n < 0) this.fail('negative LONG4 length');
+          // Decoding is quadratic in the length; no checkpoint holds integers of thousands of digits.
+          if (n > MAX_LONG_BYTES) this.fail(`integer of ${n} bytes is too large (at most ${MAX_LONG_BYTES} accepted)`);
           st.push(decodeLong(this.bytes(n)));
           break;
         }
@@ -771,12 +789,39 @@ class Machine implements PickleContext {
   }
 }
 
-/** Turns internal dict Maps into plain objects where all keys are strings (sharing preserved). */
-function finishDicts(root: unknown): unknown {
+/**
+ * Deepest nesting of containers (lists, tuples, dicts, sets) {@link unpickle} accepts. Real checkpoints nest a few
+ * levels; the bound keeps every recursive walk over the result (here and in its users) far from the JS stack limit.
+ */
+export const MAX_PICKLE_DEPTH = 1000;
+
+function tooDeep(options: UnpickleOptions): CheckpointError {
+  return new CheckpointError(
+    `pickle: data is nested more than ${MAX_PICKLE_DEPTH} levels deep (lists/tuples/dicts inside each other); `
+    + 'refusing it (a real checkpoint nests a few levels)',
+    { file: options.file, entry: options.entry },
+  );
+}
+
+/**
+ * Turns internal dict Maps into plain objects where all keys are strings (sharing preserved; with `convert` false,
+ * only walks), and bounds the nesting depth to {@link MAX_PICKLE_DEPTH}. Every shared node is visited once.
+ */
+function finishDicts(root: unknown, options: UnpickleOptions, convert: boolean): unknown {
   const seen = new Map<object, unknown>();
-  const visit = (v: unknown): unknown => {
+  const visit = (v: unknown, depth: number): unknown => {
     if (typeof v !== 'object' || v === null) return v;
     if (seen.has(v)) return seen.get(v);
+    if (depth > MAX_PICKLE_DEPTH) throw tooDeep(options);
+    if (!convert) {
+      seen.set(v, v);
+      if (v instanceof Map) {
+        for (const [k, x] of v) { visit(k, depth + 1); visit(x, depth + 1); }
+      } else if (Array.isArray(v) || v instanceof Set) {
+        for (const x of v) visit(x, depth + 1);
+      }
+      return v;
+    }
     if (v instanceof Map) {
       let allStrings = true;
       for (const k of v.keys()) if (typeof k !== 'string') { allStrings = false; break; }
@@ -784,48 +829,43 @@ function finishDicts(root: unknown): unknown {
         const o: Record<string, unknown> = {};
         seen.set(v, o);
         for (const [k, x] of v) {
-          Object.defineProperty(o, k as string, { value: visit(x), enumerable: true, writable: true, configurable: true });
+          Object.defineProperty(o, k as string, { value: visit(x, depth + 1), enumerable: true, writable: true, configurable: true });
         }
         return o;
       }
       const m = new Map<unknown, unknown>();
       seen.set(v, m);
-      for (const [k, x] of v) m.set(visit(k), visit(x));
+      for (const [k, x] of v) m.set(visit(k, depth + 1), visit(x, depth + 1));
       return m;
     }
     if (Array.isArray(v)) {
       const a: unknown[] = [];
       seen.set(v, a);
-      for (const x of v) a.push(visit(x));
+      for (const x of v) a.push(visit(x, depth + 1));
       if (Object.isFrozen(v)) Object.freeze(a);
       return a;
     }
     if (v instanceof Set) {
       const s = new Set<unknown>();
       seen.set(v, s);
-      for (const x of v) s.add(visit(x));
+      for (const x of v) s.add(visit(x, depth + 1));
       return s;
     }
     return v;
   };
-  return visit(root);
+  return visit(root, 0);
 }
 
 /**
  * Unpickles `data` without executing anything (see the module documentation for the allow list
  * and the value mapping). Throws a {@link CheckpointError} naming the byte offset and opcode on
- * malformed data, and naming the global for anything not on the allow list.
+ * malformed data, naming the global for anything not on the allow list, and for containers nested
+ * more than {@link MAX_PICKLE_DEPTH} levels deep. Shared references stay shared (a value reached
+ * through many memo references is one object), so the result is never larger than the pickle;
+ * code that walks it must not expand shared subtrees (see `toJsonSafe` in checkpoint.ts).
  */
 export function unpickle(data: Uint8Array, options: UnpickleOptions = {}): unknown {
   const vm = new Machine(data, options);
   const result = vm.run();
-  if ((options.dicts ?? 'object') === 'map') return result;
-  try {
-    return finishDicts(result);
-  } catch (e) {
-    if (e instanceof RangeError) {
-      throw new CheckpointError('pickle: data is nested too deeply', { file: options.file, entry: options.entry, cause: e });
-    }
-    throw e;
-  }
+  return finishDicts(result, options, (options.dicts ?? 'object') !== 'map');
 }

@@ -14,15 +14,21 @@
 import { DTYPE_SIZE, type DType } from '../engine/dtype.js';
 import { CheckpointError } from './errors.js';
 import { byteSwapInPlace, contiguousStrides, numel, stridedToContiguous, type LazyTensor } from './raw.js';
-import { PyGlobal, TORCH_STORAGE_DTYPES, unpickle, type TensorRebuildSpec } from './pickle.js';
+import { PyGlobal, TORCH_STORAGE_DTYPES, describePy, unpickle, type TensorRebuildSpec } from './pickle.js';
 import { BufferSource, FileSource, type ByteSource } from './source.js';
-import { ZipReader, isZipMagic, type ZipEntry } from './zip.js';
+import { ZIP_STORED, ZipReader, isZipMagic, type ZipEntry } from './zip.js';
 
 /** What to tell users of legacy checkpoints. */
 export const LEGACY_PTH_HINT =
   'this is a legacy (pre-1.6) PyTorch checkpoint, which is not supported; convert it in Python with a recent torch: '
   + "`torch.save(torch.load('in.pth', map_location='cpu', weights_only=True), 'out.pth')` "
   + '(torch >= 1.6 writes the zip format by default; pass _use_new_zipfile_serialization=True if it was turned off)';
+
+/**
+ * Largest `data.pkl` accepted (256 MiB). The pickle holds only the object tree (names, shapes, storage ids), a few
+ * MB even for huge models, so a bigger one is refused before it is inflated.
+ */
+export const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 
 /** One storage of a checkpoint: a zip entry of `numel` elements of `dtype`. */
 export class PthStorage {
@@ -43,10 +49,43 @@ export class PthStorage {
     readonly bigEndian: boolean,
   ) {}
 
-  /** Reads elements `[start, start + count)` as raw (file byte order) bytes. */
-  readElements(start: number, count: number): Uint8Array {
+  /** Tensors viewing this storage (registered by their constructors). */
+  private readonly viewers = new Set<object>();
+  /** Viewers that have read since the storage was inflated. */
+  private readonly served = new Set<object>();
+  /** The inflated bytes of a deflated storage, kept while viewers are still to read. */
+  private inflated: Uint8Array | null = null;
+
+  /** @internal Registers a tensor viewing this storage. */
+  addViewer(t: object): void {
+    this.viewers.add(t);
+  }
+
+  /**
+   * Reads elements `[start, start + count)` as raw (file byte order) bytes. A stored (uncompressed) storage is read
+   * by range. A deflated one is inflated once and kept until every tensor viewing it has read (or the file is
+   * closed), so that many tensors viewing one compressed storage do not inflate it again each.
+   * @param viewer the tensor reading (for the release of a deflated storage's bytes)
+   */
+  readElements(start: number, count: number, viewer?: object): Uint8Array {
     const size = DTYPE_SIZE[this.dtype];
-    return this.zip.readRange(this.entry, start * size, count * size);
+    if (this.entry.method === ZIP_STORED || viewer === undefined || this.viewers.size <= 1) {
+      return this.zip.readRange(this.entry, start * size, count * size);
+    }
+    if (this.inflated === null) {
+      this.inflated = this.zip.read(this.entry);
+      this.served.clear();
+    }
+    const out = this.inflated.slice(start * size, (start + count) * size);
+    this.served.add(viewer);
+    if (this.served.size >= this.viewers.size) this.release();
+    return out;
+  }
+
+  /** Drops the cached bytes of a deflated storage. */
+  release(): void {
+    this.inflated = null;
+    this.served.clear();
   }
 }
 
@@ -76,6 +115,7 @@ export class PthTensor implements LazyTensor {
     this.storageOffset = spec.storageOffset;
     this.requiresGrad = spec.requiresGrad;
     this.nbytes = numel(this.shape) * DTYPE_SIZE[this.dtype];
+    storage.addViewer(this);
     const where = { file, entry: storage.entry.name };
     if (this.shape.some((d) => d < 0)) throw new CheckpointError(`tensor has a negative size [${this.shape.join(', ')}]`, where);
     if (this.stride.some((s) => s < 0)) throw new CheckpointError(`tensor has a negative stride [${this.stride.join(', ')}]`, where);
@@ -110,11 +150,11 @@ export class PthTensor implements LazyTensor {
     const size = DTYPE_SIZE[this.dtype];
     let out: Uint8Array;
     if (this.isContiguous()) {
-      out = this.storage.readElements(this.storageOffset, n);
+      out = this.storage.readElements(this.storageOffset, n, this);
     } else {
       const first = this.storageOffset;
       const span = this.lastElement() - first + 1;
-      const src = this.storage.readElements(first, span);
+      const src = this.storage.readElements(first, span, this);
       out = stridedToContiguous(src, size, this.shape, this.stride, 0);
     }
     if (this.storage.bigEndian) byteSwapInPlace(out, size);
@@ -199,15 +239,15 @@ export function openPthSource(source: ByteSource): PthFile {
   const persistentLoad = (pid: unknown): unknown => {
     const entryName = pkl.name;
     if (!Array.isArray(pid) || pid.length < 5 || pid[0] !== 'storage') {
-      throw new CheckpointError(`unsupported persistent id ${JSON.stringify(pid, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`, { file, entry: entryName });
+      throw new CheckpointError(`unsupported persistent id (${describePy(pid)}; expected ('storage', type, key, location, numel))`, { file, entry: entryName });
     }
     const [, type, key, location, count] = pid as unknown[];
     if (!(type instanceof PyGlobal) || type.module !== 'torch' || !Object.hasOwn(TORCH_STORAGE_DTYPES, type.name)) {
-      throw new CheckpointError(`persistent id has an unknown storage type ${String(type)}`, { file, entry: entryName });
+      throw new CheckpointError(`persistent id has an unknown storage type ${describePy(type)}`, { file, entry: entryName });
     }
     if (typeof key !== 'string') throw new CheckpointError('persistent id has a non-string storage key', { file, entry: entryName });
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) {
-      throw new CheckpointError(`storage '${key}' has an invalid element count ${String(count)}`, { file, entry: entryName });
+      throw new CheckpointError(`storage '${key}' has an invalid element count (${describePy(count)})`, { file, entry: entryName });
     }
     const dtype = TORCH_STORAGE_DTYPES[type.name]!;
     const existing = storages.get(key);
@@ -226,7 +266,7 @@ export function openPthSource(source: ByteSource): PthFile {
         `storage has ${entry.size} bytes but ${count} elements of ${dtype} need ${expected}`, { file, entry: dataName },
       );
     }
-    const s = new PthStorage(zip, entry, key, dtype, count, typeof location === 'string' ? location : String(location), bigEndian);
+    const s = new PthStorage(zip, entry, key, dtype, count, typeof location === 'string' ? location : describePy(location), bigEndian);
     storages.set(key, s);
     return s;
   };
@@ -236,8 +276,18 @@ export function openPthSource(source: ByteSource): PthFile {
     }
     return new PthTensor(spec.storage, spec, file);
   };
+  if (pkl.size > MAX_PICKLE_BYTES) {
+    throw new CheckpointError(
+      `the pickle is ${pkl.size} bytes, more than the ${MAX_PICKLE_BYTES} this reader accepts (a state dict's pickle `
+      + 'is a few MB; tensor data lives in separate entries): refusing it', { file, entry: pkl.name },
+    );
+  }
   const root = unpickle(zip.read(pkl), { persistentLoad, rebuildTensor, file, entry: pkl.name });
-  return { path: file, folder, root, storages, close: () => zip.close() };
+  const close = (): void => {
+    for (const st of storages.values()) st.release();
+    zip.close();
+  };
+  return { path: file, folder, root, storages, close };
 }
 
 /**

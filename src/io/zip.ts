@@ -7,6 +7,7 @@
  * The data offset of an entry is computed from its local header (whose extra field may differ from
  * the central directory's, e.g. the alignment padding PyTorch writes).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import * as zlib from 'node:zlib';
 import { CheckpointError } from './errors.js';
 import { BufferSource, FileSource, type ByteSource } from './source.js';
@@ -50,7 +51,14 @@ function u64(b: Uint8Array, o: number, file: string, what: string): number {
   return v;
 }
 
+const MAX_BUFFER = bufferConstants.MAX_LENGTH;
 const hasCrc32 = typeof (zlib as { crc32?: unknown }).crc32 === 'function';
+
+/**
+ * Counters of the work done by every {@link ZipReader} of the process (for tests and diagnostics): `inflations` is
+ * the number of deflated entries inflated in full, `inflatedBytes` the bytes they produced.
+ */
+export const zipStats = { inflations: 0, inflatedBytes: 0 };
 
 /** Reads zip archives lazily from a file or a buffer. */
 export class ZipReader {
@@ -81,7 +89,17 @@ export class ZipReader {
   constructor(source: ByteSource) {
     this.source = source;
     this.entries = this.readDirectory();
-    for (const e of this.entries) if (!this.byName.has(e.name)) this.byName.set(e.name, e);
+    const index = new Map<string, number>();
+    this.entries.forEach((e, i) => {
+      const j = index.get(e.name);
+      if (j !== undefined) {
+        // Readers disagree on which copy counts (Python's zipfile takes the last): refuse the ambiguity.
+        this.fail(`the archive has two entries with the same name (central directory entries ${j} and ${i}); `
+          + 'refusing an ambiguous archive', e.name);
+      }
+      index.set(e.name, i);
+      this.byName.set(e.name, e);
+    });
   }
 
   private fail(problem: string, entry?: string): never {
@@ -225,14 +243,32 @@ export class ZipReader {
     }
   }
 
-  private inflate(e: ZipEntry, compressed: Uint8Array): Uint8Array {
+  /**
+   * Inflates with the central directory's size as a hard limit: zlib stops at the first output byte beyond it (so a
+   * decompression bomb never materialises more than the declared size), and that is an error.
+   */
+  private inflate(e: ZipEntry, compressed: Uint8Array, finishFlush?: number): Uint8Array {
+    if (e.size > MAX_BUFFER) this.fail(`entry of ${e.size} bytes is too large to inflate in memory`, e.name);
     let out: Uint8Array;
     try {
-      out = zlib.inflateRawSync(compressed);
+      out = zlib.inflateRawSync(compressed, {
+        maxOutputLength: Math.max(1, e.size),
+        ...(finishFlush !== undefined ? { finishFlush } : {}),
+      });
     } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+        this.fail(`deflate data inflates to more than the ${e.size} bytes the central directory declares `
+          + '(corrupt archive or decompression bomb); stopped at the limit', e.name);
+      }
       this.fail(`corrupt deflate data: ${(err as Error).message}`, e.name);
     }
-    if (out.byteLength !== e.size) this.fail(`inflated to ${out.byteLength} bytes, expected ${e.size}`, e.name);
+    if (finishFlush === undefined) {
+      if (out.byteLength !== e.size) this.fail(`inflated to ${out.byteLength} bytes, expected ${e.size}`, e.name);
+      zipStats.inflations++;
+      zipStats.inflatedBytes += out.byteLength;
+    } else if (out.byteLength > e.size) {
+      this.fail(`inflated to more than the ${e.size} bytes the central directory declares`, e.name);
+    }
     return ownBytes(out);
   }
 
@@ -281,12 +317,7 @@ export class ZipReader {
     let take = Math.min(e.compressedSize, Math.max(1024, want));
     for (;;) {
       const part = this.source.read(off, take, e.name);
-      let out: Uint8Array;
-      try {
-        out = zlib.inflateRawSync(part, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
-      } catch (err) {
-        this.fail(`corrupt deflate data: ${(err as Error).message}`, e.name);
-      }
+      const out = this.inflate(e, part, zlib.constants.Z_SYNC_FLUSH);
       if (out.byteLength >= want) return ownBytes(out.subarray(0, want));
       if (take >= e.compressedSize) this.fail(`inflated to ${out.byteLength} bytes, expected at least ${want}`, e.name);
       take = Math.min(e.compressedSize, take * 4);

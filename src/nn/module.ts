@@ -2,7 +2,7 @@
  * `Module`: parameters, buffers and submodules under PyTorch's dotted names, so state dicts saved by PyTorch
  * (mmseg/mmdet/timm checkpoints) load as they are.
  */
-import { type DType, Tensor, noGrad } from '../engine/index.js';
+import { type DType, Tensor, countNonFinite, isFloating, noGrad } from '../engine/index.js';
 
 /** What {@link Module.loadStateDict} matched. */
 export interface LoadResult {
@@ -34,7 +34,38 @@ export type StateDict = Map<string, Tensor>;
 /** A tensor not yet read (e.g. from a checkpoint file): its shape, and a function producing it. */
 export interface TensorSource {
   readonly shape: readonly number[];
+  /** Element type, when known before reading (checkpoint tensors): checked against the model before any copy. */
+  readonly dtype?: DType;
   materialize(): Tensor;
+}
+
+/** Options of {@link Module.loadStateDict}. */
+export interface LoadStateDictOptions {
+  /** Throw on missing / unexpected / mis-shaped keys (default true). */
+  strict?: boolean;
+  /**
+   * Accept floating tensors holding NaN or ±Infinity (default false: such a tensor is refused with a
+   * {@link NonFiniteWeightsError} naming the key, since it silently corrupts every output).
+   */
+  allowNonfinite?: boolean;
+}
+
+/** A state dict value that is not usable: NaN/Inf in a floating tensor, or an integer tensor for a floating one. */
+export class NonFiniteWeightsError extends Error {
+  constructor(
+    /** The state-dict key. */ readonly key: string,
+    /** Number of NaN / ±Infinity values. */ readonly count: number,
+    /** Elements of the tensor. */ readonly numel: number,
+  ) {
+    super(`state dict tensor '${key}' has ${count} non-finite value(s) (NaN or ±Infinity) of ${numel}: `
+      + 'refusing to load it (a corrupt or diverged checkpoint gives meaningless outputs); '
+      + 'pass allowNonfinite: true (CLI: --allow-nonfinite) to load it anyway');
+    this.name = 'NonFiniteWeightsError';
+  }
+}
+
+function kindOf(d: DType): string {
+  return isFloating(d) ? 'floating' : d === 'bool' ? 'bool' : 'integer';
 }
 
 /** What {@link Module.loadStateDict} reads: tensors, or sources read one at a time while loading. */
@@ -175,8 +206,14 @@ export abstract class Module {
    * Copies values from a state dict into this module's tensors (converting dtype and device). Strict mode
    * (default) throws a {@link StateDictError} listing missing, unexpected and mismatched keys; non-strict loads
    * what matches and returns the lists.
+   *
+   * Values are checked before they are used: a floating parameter/buffer given an integer or bool tensor (or the
+   * reverse) is an error naming the key and both dtypes (raised before anything is copied when the sources declare
+   * their dtype, as checkpoint sources do); every floating value is checked for NaN/±Infinity right after it is read
+   * (one vectorised pass) and refused with a {@link NonFiniteWeightsError} unless `allowNonfinite` is set. A refusal
+   * in the middle of loading leaves the module partly loaded: discard it.
    */
-  loadStateDict(sd: StateDictInput, opts: { strict?: boolean } = {}): LoadResult {
+  loadStateDict(sd: StateDictInput, opts: LoadStateDictOptions = {}): LoadResult {
     const src = toMap(sd);
     const own = this.stateDict();
     const optional = new Set<string>();
@@ -198,13 +235,42 @@ export abstract class Module {
       throw new StateDictError(result, this.constructor.name);
     }
     const bad = new Set(result.mismatched.map((m) => m.key));
+    const checkKind = (k: string, want: DType, got: DType): void => {
+      if (kindOf(want) !== kindOf(got)) {
+        throw new TypeError(`state dict tensor '${k}' is ${got} (${kindOf(got)}) but the model's tensor is ${want} `
+          + `(${kindOf(want)}): refusing to convert it (a wrong or corrupt checkpoint?)`);
+      }
+    };
+    for (const [k, t] of own) {
+      const s = src.get(k);
+      if (!s || bad.has(k)) continue;
+      const d = s.dtype;
+      if (d !== undefined) checkKind(k, t.dtype, d);
+    }
+    const allowNonfinite = opts.allowNonfinite ?? false;
     noGrad(() => {
       for (const [k, t] of own) {
         const s = src.get(k);
         if (!s || bad.has(k)) continue;
         const value = s instanceof Tensor ? s : s.materialize();
-        t.copy_(value);
-        if (value !== s) value.dispose();
+        try {
+          checkKind(k, t.dtype, value.dtype);
+          if (!allowNonfinite && isFloating(t.dtype)) {
+            // Checked in the model's dtype, so that float64 values overflowing float32 are caught too.
+            const conv = value.dtype === t.dtype ? value : value.to(t.dtype);
+            try {
+              const n = countNonFinite(conv);
+              if (n > 0) throw new NonFiniteWeightsError(k, n, conv.numel());
+              t.copy_(conv);
+            } finally {
+              if (conv !== value) conv.dispose();
+            }
+          } else {
+            t.copy_(value);
+          }
+        } finally {
+          if (value !== s) value.dispose();
+        }
       }
     });
     return result;

@@ -1,42 +1,42 @@
 /** Bridges checkpoint files (src/io) and modules: lazy tensor sources, loading into a module, saving. */
 import { DTYPE_SIZE, type Tensor, fromBytes, noGrad } from '../engine/index.js';
 import { type Checkpoint, type LoadCheckpointOptions, loadCheckpoint } from '../io/checkpoint.js';
+import { withContext } from '../io/errors.js';
+import { rekeyEntries } from '../io/keys.js';
 import type { LazyTensor } from '../io/raw.js';
 import { writeSafetensors } from '../io/safetensors.js';
-import type { LoadResult, Module, StateDict, TensorSource } from './module.js';
+import type { LoadResult, LoadStateDictOptions, Module, StateDict, TensorSource } from './module.js';
 
-/** A {@link TensorSource} reading a checkpoint tensor on demand. */
+/** A {@link TensorSource} reading a checkpoint tensor on demand (its dtype is known before reading). */
 export function lazySource(t: LazyTensor, device?: string): TensorSource {
-  return { shape: t.shape, materialize: () => fromBytes(t.read(), t.dtype, t.shape, device) };
+  return { shape: t.shape, dtype: t.dtype, materialize: () => fromBytes(t.read(), t.dtype, t.shape, device) };
 }
 
 /** Options of {@link readStateDict} and {@link loadWeights}. */
 export interface ReadStateDictOptions extends LoadCheckpointOptions {
   /** Keep only keys under this prefix, with the prefix removed (e.g. `backbone.`). */
   select?: string;
-  /** Prefixes removed from keys that have them (e.g. `module.`). */
+  /**
+   * Prefixes removed from keys that have them (e.g. `module.`). Two keys that end up equal (`module.w` and `w`)
+   * are an error, never a silent overwrite.
+   */
   strip?: string[];
 }
 
-function rekey(name: string, o: ReadStateDictOptions): string | null {
-  let k = name;
-  if (o.select) {
-    if (!k.startsWith(o.select)) return null;
-    k = k.slice(o.select.length);
-  }
-  for (const p of o.strip ?? []) if (k.startsWith(p)) k = k.slice(p.length);
-  return k;
-}
-
-/** Opens a checkpoint and returns its (re-keyed) tensors as lazy sources, plus the open checkpoint. */
+/**
+ * Opens a checkpoint and returns its (re-keyed, see {@link rekeyEntries}) tensors as lazy sources, plus the open
+ * checkpoint (close it when done). Throws a CheckpointError when two keys collide after `select` / `strip`.
+ */
 export function openStateDict(path: string, o: ReadStateDictOptions = {}): { sources: Map<string, TensorSource>; checkpoint: Checkpoint } {
   const ckpt = loadCheckpoint(path, o);
-  const sources = new Map<string, TensorSource>();
-  for (const [name, t] of ckpt.tensors) {
-    const k = rekey(name, o);
-    if (k !== null) sources.set(k, lazySource(t));
+  try {
+    const sources = new Map<string, TensorSource>();
+    for (const [k, , t] of rekeyEntries(ckpt.tensors, o)) sources.set(k, lazySource(t));
+    return { sources, checkpoint: ckpt };
+  } catch (e) {
+    ckpt.close();
+    throw withContext(e, path);
   }
-  return { sources, checkpoint: ckpt };
 }
 
 /** Reads every (selected) tensor of a checkpoint into memory. */
@@ -49,14 +49,18 @@ export function readStateDict(path: string, o: ReadStateDictOptions = {}): State
   }
 }
 
+/** Options of {@link loadWeights}. */
+export interface LoadWeightsOptions extends ReadStateDictOptions, LoadStateDictOptions {}
+
 /**
  * Loads a checkpoint file (safetensors, PyTorch .pth, .npz) into a module, reading one tensor at a time.
- * Strict by default (throws listing missing / unexpected / mismatched keys).
+ * Strict by default (throws listing missing / unexpected / mismatched keys). Floating tensors holding NaN/±Inf are
+ * refused unless `allowNonfinite` (see {@link Module.loadStateDict}), as are integer tensors for floating ones.
  */
-export function loadWeights(module: Module, path: string, o: ReadStateDictOptions & { strict?: boolean } = {}): LoadResult {
+export function loadWeights(module: Module, path: string, o: LoadWeightsOptions = {}): LoadResult {
   const { sources, checkpoint } = openStateDict(path, o);
   try {
-    return module.loadStateDict(sources, { strict: o.strict ?? true });
+    return module.loadStateDict(sources, { strict: o.strict ?? true, allowNonfinite: o.allowNonfinite ?? false });
   } finally {
     checkpoint.close();
   }

@@ -4,7 +4,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Tensor, fromBytes, tensor } from '../../src/engine/index.js';
+import { Tensor, fromBytes, op, scope, tensor } from '../../src/engine/index.js';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { gradcheck } from '../helpers/gradcheck.js';
 import { msDeformAttnComposition } from '../helpers/msda.js';
@@ -86,3 +86,68 @@ for (const name of ['msda_small', 'msda_batch2']) {
     for (const [k, e] of Object.entries(errors)) assert.ok(e < 1e-12, `${name} ${k}: ${e} (expected ~1e-15)`);
   });
 }
+
+// ---- non-finite inputs: the native kernel propagates NaN exactly as the grid_sample composition does -------------
+
+const nativeMsda = op('vit_adapter::ms_deform_attn');
+
+test('native ms_deform_attn and the composition agree on NaN / ±Inf sampling locations and weights (forward and gradients)', {
+  skip: nativeMsda.available() ? false : 'native kernel not built',
+}, () => {
+  // libtorch 1.13 grid_sample (zero padding, align_corners=False) on a non-finite coordinate: NaN sample in every
+  // channel; backward: no grad_input, grad of the *other* coordinate NaN, its own 0. The native kernel must match,
+  // including the NaN output rows and the exact 0 / NaN pattern of the gradients.
+  const levels: [number, number][] = [[4, 5], [2, 3]];
+  const starts = [0, 20];
+  const [N, Lq, M, L, P, D] = [2, 6, 2, 2, 3, 16];
+  for (const dtype of ['float64', 'float32'] as const) {
+    scope(() => {
+      const loc0 = tensor(uniform(N * Lq * M * L * P * 2, 91, -0.2, 1.2), { dtype: 'float64', shape: [N, Lq, M, L, P, 2] });
+      const attn0 = tensor(uniform(N * Lq * M * L * P, 92, 0, 1), { dtype: 'float64', shape: [N, Lq, M, L, P] });
+      const locs = values(loc0);
+      const ws = values(attn0);
+      const at = (n: number, q: number, m: number, l: number, p: number): number => ((((n * Lq + q) * M + m) * L + l) * P + p);
+      // (n, q, m, l, p) → what to put there
+      locs[2 * at(0, 0, 0, 0, 0)] = NaN;                                          // x NaN, y finite
+      locs[2 * at(0, 1, 1, 1, 2) + 1] = Infinity;                                  // y +Inf, x finite
+      locs[2 * at(1, 2, 0, 0, 1)] = -Infinity; locs[2 * at(1, 2, 0, 0, 1) + 1] = NaN; // both
+      locs[2 * at(1, 3, 1, 1, 0)] = Infinity;                                      // x +Inf
+      locs[2 * at(0, 4, 0, 1, 1) + 1] = -Infinity;                                 // y −Inf
+      locs[2 * at(0, 5, 1, 0, 2)] = 1e30;                                          // huge but finite: outside
+      locs[2 * at(1, 4, 0, 0, 0)] = 5; locs[2 * at(1, 4, 0, 0, 0) + 1] = 0.5;       // outside, weight Inf
+      ws[at(1, 4, 0, 0, 0)] = Infinity;
+      locs[2 * at(1, 5, 1, 1, 1)] = -3;                                            // outside, weight NaN
+      ws[at(1, 5, 1, 1, 1)] = NaN;
+      locs[2 * at(0, 3, 0, 0, 2)] = 0.5; locs[2 * at(0, 3, 0, 0, 2) + 1] = 0.5;     // inside, weight NaN
+      ws[at(0, 3, 0, 0, 2)] = NaN;
+      const S = 26;
+      const mk = (): [Tensor, Tensor, Tensor] => [
+        tensor(uniform(N * S * M * D, 93), { dtype, shape: [N, S, M, D] }).requiresGrad_(),
+        tensor(locs, { dtype, shape: [N, Lq, M, L, P, 2] }).requiresGrad_(),
+        tensor(ws, { dtype, shape: [N, Lq, M, L, P] }).requiresGrad_(),
+      ];
+      const go = tensor(uniform(N * Lq * M * D, 94), { dtype, shape: [N, Lq, M * D] });
+      const [v1, l1, a1] = mk();
+      const ref = msDeformAttnComposition(v1, levels, starts, l1, a1);
+      ref.mul(go).sum().backward();
+      const [v2, l2, a2] = mk();
+      const ss = tensor(levels.flat(), { dtype: 'int64', shape: [L, 2] });
+      const ls = tensor(starts, { dtype: 'int64' });
+      const out = nativeMsda.t([v2.handle, ss.handle, ls.handle, l2.handle, a2.handle]);
+      out.mul(go).sum().backward();
+      const tol = dtype === 'float64' ? { atol: 1e-12, rtol: 1e-10 } : { atol: 2e-5, rtol: 2e-5 };
+      // the composition's output really has NaN rows here (the test would be vacuous otherwise)
+      const nanRef = values(ref).filter(Number.isNaN).length;
+      assert.equal(nanRef, 8 * D, `${dtype}: NaN outputs of the composition`);
+      assertClose(out, values(ref), { ...tol, msg: `${dtype} output` });
+      assertClose(v2.grad!, values(v1.grad!), { ...tol, msg: `${dtype} grad_value` });
+      assertClose(l2.grad!, values(l1.grad!), { ...tol, msg: `${dtype} grad_sampling_locations` });
+      assertClose(a2.grad!, values(a1.grad!), { ...tol, msg: `${dtype} grad_attention_weights` });
+      // and the exact pattern for the first point: x NaN, y finite → grad x 0, grad y NaN, grad weight NaN
+      const gl = values(l2.grad!);
+      assert.equal(gl[0], 0);
+      assert.ok(Number.isNaN(gl[1]!));
+      assert.ok(Number.isNaN(values(a2.grad!)[0]!));
+    });
+  }
+});

@@ -231,8 +231,9 @@ describe('data out and conversion', () => {
     assert.equal(tensor([1 / 3], { dtype: 'float16' }).item(), 0.333251953125);
     // bfloat16: 1.0101010|1010…₂ → rounds up to 1.0101011₂ × 2⁻² = 0.333984375
     assert.equal(tensor([1 / 3], { dtype: 'bfloat16' }).item(), 0.333984375);
-    // float16 max is 65504; 70000 overflows to +inf; bfloat16 has float32's range
-    assert.equal(tensor([70000], { dtype: 'float16' }).item(), Infinity);
+    // float16 max is 65504; 70000 overflows to +inf in a conversion (tensor() refuses it); bfloat16 has float32's range
+    assert.equal(tensor([70000]).to('float16').item(), Infinity);
+    assert.throws(() => tensor([70000], { dtype: 'float16' }), /out of range \(it would become Infinity\)/);
     assert.equal(tensor([65504], { dtype: 'float16' }).item(), 65504);
     assert.equal(tensor([70000], { dtype: 'bfloat16' }).item(), 70144); // 70000 = 1.0001000101110…₂·2¹⁶ → 1.0001001₂·2¹⁶
   });

@@ -49,6 +49,8 @@ export const SIZE_DIVISOR = 32;
 export interface BuildOptions {
   /** Device to move the model to (default cpu). */
   device?: string;
+  /** {@link loadSegmentor} only: load checkpoint tensors holding NaN/±Inf instead of refusing them (default false). */
+  allowNonfinite?: boolean;
 }
 
 /**
@@ -97,17 +99,19 @@ export interface LoadReport {
  * `backbone.*`, `neck.*` and `decode_head.*` strictly (every missing, unexpected or mis-shaped key is an error).
  * `auxiliary_head.*` keys load into the auxiliary head when the model has one; otherwise they are skipped and the
  * report says how many. A checkpoint without auxiliary keys loads into a model with an auxiliary head (which is
- * unused at inference), with a note. A `module.` prefix (DataParallel) is removed.
+ * unused at inference), with a note. A `module.` prefix (DataParallel) is removed. Tensors holding NaN/±Inf are
+ * refused unless `allowNonfinite` (see `Module.loadStateDict`).
  */
 export function loadSegmentor(config: SegConfig, checkpointPath: string, o: BuildOptions = {}): { model: EncoderDecoder; report: LoadReport } {
   const model = buildSegmentor(config);
-  const report = loadSegmentorWeights(model, checkpointPath);
+  const report = loadSegmentorWeights(model, checkpointPath, { allowNonfinite: o.allowNonfinite ?? false });
   if (o.device && o.device !== 'cpu') model.to(o.device);
   return { model, report };
 }
 
 /** Loads a checkpoint into an existing segmentor with the rules of {@link loadSegmentor}. */
-export function loadSegmentorWeights(model: EncoderDecoder, checkpointPath: string): LoadReport {
+export function loadSegmentorWeights(model: EncoderDecoder, checkpointPath: string,
+  o: { allowNonfinite?: boolean } = {}): LoadReport {
   const { sources, checkpoint } = openStateDict(checkpointPath, { strip: ['module.'] });
   try {
     const hasAux = model.auxiliary_head !== null;
@@ -120,7 +124,7 @@ export function loadSegmentorWeights(model: EncoderDecoder, checkpointPath: stri
       notes.push(`skipped ${skipped} auxiliary_head.* key(s) of the checkpoint: the model has no auxiliary head (it is only used in training)`);
     }
     const auxMissing = hasAux && auxKeys.length === 0;
-    const r: LoadResult = model.loadStateDict(sources, { strict: false });
+    const r: LoadResult = model.loadStateDict(sources, { strict: false, allowNonfinite: o.allowNonfinite ?? false });
     const bad: LoadResult = {
       missing: r.missing.filter((k) => !(auxMissing && k.startsWith('auxiliary_head.'))),
       unexpected: r.unexpected,

@@ -1,7 +1,8 @@
 /**
  * The streamed final stage of `segmentImage` (resize to the photo, softmax, un-flip, TTA average and argmax in bands
- * of output rows) against the full-resolution computation it replaced (mmseg's `aug_test`, kept here as the
- * reference): bitwise rows of the bilinear resize, softmax per pixel, identical labels and probabilities.
+ * of output rows) against the full-resolution computation it replaced (mmseg's `aug_test`, kept as the baseline in
+ * src/tools/full-resolution.ts): bitwise rows of the bilinear resize, softmax per pixel, identical labels and
+ * probabilities.
  */
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
@@ -11,10 +12,11 @@ import {
 } from '../../src/engine/index.js';
 import { type SegConfig, loadConfig } from '../../src/tasks/segmentation/configs.js';
 import {
-  type ProbabilityBand, type RgbLike, type SegModel, bilinearAxis, buildSegmentor, inferLogits, prepareTestImage,
-  resizeRowsExact, segmentImage, softmaxClasses, streamLabels, testCfgFor,
+  type ProbabilityBand, type RgbLike, type SegModel, bilinearAxis, buildSegmentor, resizeRowsExact, segmentImage,
+  softmaxClasses, streamLabels,
 } from '../../src/tasks/segmentation/inference.js';
 import type { EncoderDecoder } from '../../src/tasks/segmentation/segmentor.js';
+import { segmentImageFullResolution } from '../../src/tools/full-resolution.js';
 import { tinyModelOverrides } from './helpers.js';
 
 /** True when the two float32 tensors are bitwise equal (same shape, same bytes). */
@@ -127,42 +129,6 @@ test('softmaxClasses: independent of the band split; equals the full softmax exc
 
 // ---- the whole prediction against the full-resolution reference ----------------------------------------------------
 
-/**
- * The previous `segmentImage` final stage, kept as the reference: every copy's logits resized to H×W, softmaxed,
- * flipped back, summed, averaged, argmax (mmseg's `aug_test`). Returns the labels and the averaged probabilities.
- */
-function fullResolutionReference(model: SegModel, image: RgbLike, config: SegConfig,
-  o: { mode: 'whole' | 'slide'; flip: boolean; scales: number[] }): { labels: Uint8Array; probs: Float32Array; copies: boolean[] } {
-  const { height: H, width: W } = image;
-  const testCfg = testCfgFor(config, o.mode);
-  const flips = o.flip ? [false, true] : [false];
-  const copies: boolean[] = [];
-  return noGrad(() => scope(() => {
-    let acc: Tensor | null = null;
-    for (const ratio of o.scales) {
-      for (const flip of flips) {
-        copies.push(flip);
-        const prob = scope(() => {
-          const p = prepareTestImage(image, config, { ratio, flip });
-          const logits = inferLogits(model, fromBytes(p.data, 'float32', [1, 3, p.height, p.width]), testCfg);
-          const full = logits.shape[2] === H && logits.shape[3] === W ? logits
-            : interpolate(logits, { size: [H, W], mode: 'bilinear', alignCorners: false });
-          const sm = softmax(full, 1);
-          return flip ? sm.flip(3) : sm;
-        });
-        if (acc === null) acc = prob;
-        else acc.add_(prob);
-      }
-    }
-    const avg = copies.length > 1 ? acc!.div(copies.length) : acc!;
-    return {
-      labels: avg.argmax(1).to('uint8').toTypedArray() as Uint8Array,
-      probs: avg.toTypedArray() as Float32Array,
-      copies,
-    };
-  }));
-}
-
 /** Classes of the test model: fewer than ADE20K's 150 keeps the full-resolution reference cheap. */
 const CLASSES = 40;
 
@@ -215,7 +181,8 @@ function compareWithReference(w: number, h: number, o: { mode: 'whole' | 'slide'
   const cfg = tinyConfig(scale);
   const img = noiseImage(w, h, w * 31 + h);
   const m = tinyModel();
-  const ref = fullResolutionReference(m, img, cfg, o);
+  const full = segmentImageFullResolution(m, img, cfg, { ...o, keepProbabilities: true });
+  const ref = { labels: full.labels, probs: full.probs!, copies: full.copies.map((k) => k.flip) };
   const got = new Float32Array(ref.probs.length);
   const c = ref.probs.length / (w * h);
   const bands: [number, number][] = [];

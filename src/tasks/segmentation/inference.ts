@@ -17,7 +17,9 @@
  *   multiple of 32 (zero = the mean colour after normalisation) and the logits are cropped back to the unpadded
  *   extent. This is an extension: mmseg would fail on such inputs instead.
  * - Test-time augmentation as mmseg's `aug_test`: every (scale, flip) copy's logits are resized to the original image
- *   size, softmaxed, flipped back, summed, and divided by the number of copies; the label is the argmax.
+ *   size, softmaxed, flipped back, summed, and divided by the number of copies; the label is the argmax. This final
+ *   stage runs in bands of output rows ({@link streamLabels}) with the same arithmetic per pixel, so no C×H×W tensor
+ *   of the photo's size is ever built (src/tools/full-resolution.ts keeps the full-resolution form as a baseline).
  */
 import {
   type Tensor, fromBytes, getNumThreads, interpolate, noGrad, pad, scope, softmax, zeros,

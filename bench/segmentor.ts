@@ -15,16 +15,27 @@
  *    (resize no-op at S = 512, normalise, `encodeDecode`, softmax, argmax, class shares).
  * PyTorch times `encode_decode` on the same shape, and (`--end-to-end`) normalise + `encode_decode` + softmax +
  * argmax of a uint8 image. `--rounds K` alternates TS and PyTorch K times and pools the timings.
+ *
+ *   node dist/bench/segmentor.js --photo 4000x3000[,2000x1500,...] [--threads N] [--config ...] [--no-old] [--json]
+ *
+ * Memory of one photo (`--photo`): `segmentImage` in the config's test mode (slide for the ADE20K configs), without
+ * and with flip TTA, each in a fresh child process that reports its peak RSS and time; and the previous
+ * full-resolution final stage (src/tools/full-resolution.ts) on the same network passes when its estimated peak fits
+ * in this machine's memory, with the ratios and whether the labels are identical.
  */
-import { availableParallelism, loadavg } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import {
   type Tensor, backend, getNumThreads, manualSeed, noGrad, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
 import { hasNativeMsDeformAttn, setMsDeformAttnImpl } from '../src/models/adapter/index.js';
 import type { UPerHead } from '../src/models/heads/index.js';
 import {
-  type EncoderDecoder, type SegConfig, buildSegmentor, loadConfig, segmentImage,
+  type EncoderDecoder, type SegConfig, buildSegmentor, loadConfig, numClassesOf, segmentImage,
 } from '../src/tasks/segmentation/index.js';
+import { segmentImageFullResolution } from '../src/tools/full-resolution.js';
 import {
   type CommonOptions, type MsdaMode, type Ratio, type Stats, Timers, checkSize, commonFlag, cpuSeconds, envLine,
   loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats as pool, printRows, pythonProblem, pythonScript,
@@ -37,21 +48,43 @@ interface Options extends CommonOptions {
   config: string;
   msda: MsdaMode;
   e2e: boolean;
+  /** `--photo`: photo sizes [width, height] for the memory benchmark. */
+  photos: [number, number][];
+  /** `--no-old`: skip the full-resolution baseline in the memory benchmark. */
+  old: boolean;
+  /** `--photo-child W H flip|noflip streamed|full`: one measurement (internal). */
+  child: { w: number; h: number; flip: boolean; path: 'streamed' | 'full' } | null;
 }
 
 const USAGE = `usage: node dist/bench/segmentor.js [--size 512] [--repeats 5] [--warmup 1] [--threads N] [--rounds K]
   [--config upernet_deit_adapter_tiny_512_160k_ade20k] [--msda auto|native|composition] [--profile-repeats 5]
-  [--no-profile] [--no-e2e] [--no-python] [--python /usr/bin/python3] [--json]`;
+  [--no-profile] [--no-e2e] [--no-python] [--python /usr/bin/python3] [--json]
+       node dist/bench/segmentor.js --photo WxH[,WxH...] [--no-old] [--threads N] [--config NAME] [--json]`;
+
+function parsePhoto(v: string): [number, number] {
+  const m = /^(\d+)x(\d+)$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--photo: expected WIDTHxHEIGHT (e.g. 4000x3000), got ${JSON.stringify(v)}`);
+  return [Number(m[1]), Number(m[2])];
+}
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     config: 'upernet_deit_adapter_tiny_512_160k_ade20k', size: 512, repeats: 5, warmup: 1, threads: 0, rounds: 1,
     msda: 'auto', profile: true, profileRepeats: 5, e2e: true, pythonExe: '/usr/bin/python3', json: false,
+    photos: [], old: true, child: null,
   };
   parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
       case '--config': o.config = val(); break;
       case '--no-e2e': o.e2e = false; break;
+      case '--photo': o.photos = val().split(',').map(parsePhoto); break;
+      case '--no-old': o.old = false; break;
+      case '--photo-child': {
+        const [w, h, flip, path] = [val(), val(), val(), val()];
+        if (path !== 'streamed' && path !== 'full') throw new Error(`--photo-child: unknown path ${path}`);
+        o.child = { w: Number(w), h: Number(h), flip: flip === 'flip', path };
+        break;
+      }
       case '--msda': {
         const v = val();
         if (v !== 'auto' && v !== 'native' && v !== 'composition') throw new Error(`--msda: expected auto|native|composition, got ${v}`);
@@ -229,12 +262,133 @@ function e2eStats(t: TorchResult): Stats | null {
   return stats(t.e2e_times_s, t.e2e_cpu_times_s ?? []);
 }
 
+// ---- memory of one photo (--photo) ----------------------------------------------------------------------------
+
+/** A deterministic random W×H×3 uint8 photo. */
+function randomPhoto(w: number, h: number): { data: Uint8Array; height: number; width: number } {
+  const data = new Uint8Array(w * h * 3);
+  let s = 12345;
+  for (let i = 0; i < data.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    data[i] = s >>> 24;
+  }
+  return { data, height: h, width: w };
+}
+
+/** What one child process measured. */
+interface PhotoRun {
+  path: 'streamed' | 'full';
+  width: number;
+  height: number;
+  flip: boolean;
+  mode: string;
+  threads: number;
+  /** Peak resident set size of the child process (bytes), from getrusage. */
+  peak_rss_bytes: number;
+  /** Resident set size after building the model and the photo, before `segmentImage` (bytes). */
+  rss_before_bytes: number;
+  /** Wall time of the prediction (ms). */
+  ms: number;
+  /** Process CPU time of the prediction (s, all threads). */
+  cpu_s: number;
+  /** The network inputs of the copies. */
+  inputs: string[];
+  labels_sha256: string;
+}
+
+/** The child: builds the model, predicts one photo by one path, prints a {@link PhotoRun}. */
+function photoChild(o: Options): void {
+  const { w, h, flip, path } = o.child!;
+  const config = loadConfig(o.config);
+  manualSeed(0);
+  const model = buildSegmentor(config);
+  const image = randomPhoto(w, h);
+  const before = process.memoryUsage().rss;
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const r = path === 'streamed' ? segmentImage(model, image, config, { flip }) : segmentImageFullResolution(model, image, config, { flip });
+  const wall = performance.now() - t0;
+  const run: PhotoRun = {
+    path, width: w, height: h, flip, mode: config.model.test_cfg.mode, threads: getNumThreads(),
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024, rss_before_bytes: before, ms: wall, cpu_s: cpuSeconds(c0),
+    inputs: r.copies.map((c) => `${c.inputWidth}x${c.inputHeight}`),
+    labels_sha256: createHash('sha256').update(r.labels).digest('hex'),
+  };
+  console.log(JSON.stringify(run));
+  model.dispose();
+}
+
+function runPhotoChild(o: Options, w: number, h: number, flip: boolean, path: 'streamed' | 'full'): PhotoRun | string {
+  const args = [fileURLToPath(import.meta.url), '--photo-child', String(w), String(h), flip ? 'flip' : 'noflip', path,
+    '--threads', String(o.threads), '--config', o.config, '--msda', o.msda];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (r.status !== 0) {
+    const why = r.signal ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}` : `exit status ${r.status}`;
+    return `${why}: ${(r.stderr || '').trim().split('\n').slice(-2).join(' ')}`;
+  }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as PhotoRun;
+}
+
+const gb = (b: number): string => (b / 2 ** 30).toFixed(2);
+
+/** `--photo`: peak RSS and time of the streamed path, and of the full-resolution baseline where it fits. */
+function photoBench(o: Options): void {
+  const config = loadConfig(o.config);
+  const classes = numClassesOf(config);
+  const budget = Math.min(0.85 * totalmem(), 0.9 * freemem());
+  const { log } = reporters(o.json);
+  log(`Segmentation memory (${config.name}, ${config.model.test_cfg.mode} mode, ${classes} classes, random weights, ` +
+    `CPU float32, ${o.threads} threads): peak RSS and time of one photo per child process. Machine: ` +
+    `${gb(totalmem())} GiB total, ${gb(freemem())} GiB free; the full-resolution baseline runs when its estimate ` +
+    `(before-RSS + ${classes}·H·W·4 bytes × 2, × 4 with flip) is under ${gb(budget)} GiB.`);
+  const results: { photo: string; flip: boolean; streamed: PhotoRun | string; full: PhotoRun | string | null;
+    full_estimate_bytes: number; labels_identical: boolean | null; peak_ratio: number | null; time_ratio: number | null }[] = [];
+  for (const [w, h] of o.photos) {
+    for (const flip of [false, true]) {
+      const streamed = runPhotoChild(o, w, h, flip, 'streamed');
+      const before = typeof streamed === 'string' ? 1.2 * 2 ** 30 : streamed.rss_before_bytes;
+      const estimate = before + classes * w * h * 4 * (flip ? 4 : 2);
+      let full: PhotoRun | string | null = null;
+      if (!o.old) full = 'skipped (--no-old)';
+      else if (estimate > budget) full = `skipped: estimated ${gb(estimate)} GiB does not fit`;
+      else full = runPhotoChild(o, w, h, flip, 'full');
+      const ok = typeof streamed !== 'string' && full !== null && typeof full !== 'string';
+      const row = {
+        photo: `${w}x${h}`, flip, streamed, full, full_estimate_bytes: estimate,
+        labels_identical: ok ? (streamed as PhotoRun).labels_sha256 === (full as PhotoRun).labels_sha256 : null,
+        peak_ratio: ok ? (full as PhotoRun).peak_rss_bytes / (streamed as PhotoRun).peak_rss_bytes : null,
+        time_ratio: ok ? (streamed as PhotoRun).ms / (full as PhotoRun).ms : null,
+      };
+      results.push(row);
+      const desc = (r: PhotoRun | string | null): string => (r === null ? '-' : typeof r === 'string' ? r
+        : `peak ${gb(r.peak_rss_bytes)} GiB (before ${gb(r.rss_before_bytes)}), ${(r.ms / 1e3).toFixed(1)} s, CPU ${r.cpu_s.toFixed(1)} s, inputs ${r.inputs.join(',')}`);
+      log(`  ${w}x${h}${flip ? ' flip' : ''}: streamed ${desc(streamed)}`);
+      log(`  ${' '.repeat(`${w}x${h}${flip ? ' flip' : ''}`.length)}  full-resolution ${desc(full)}` +
+        (row.labels_identical === null ? '' : `; labels ${row.labels_identical ? 'identical' : 'DIFFER'}, peak full/streamed ` +
+          `${row.peak_ratio!.toFixed(2)}, time streamed/full ${row.time_ratio!.toFixed(2)}`));
+    }
+  }
+  if (o.json) {
+    console.log(JSON.stringify({ config: config.name, mode: config.model.test_cfg.mode, classes, threads: o.threads,
+      total_memory_bytes: totalmem(), loadavg_end: loadavg(), results }));
+  }
+}
+
 // ---- main --------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (o.threads) setNumThreads(o.threads);
   o.threads = getNumThreads();
+  if (o.child) {
+    setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');
+    photoChild(o);
+    return;
+  }
+  if (o.photos.length) {
+    photoBench(o);
+    return;
+  }
   const native = hasNativeMsDeformAttn();
   if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
   setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');

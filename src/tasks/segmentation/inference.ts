@@ -17,10 +17,12 @@
  *   multiple of 32 (zero = the mean colour after normalisation) and the logits are cropped back to the unpadded
  *   extent. This is an extension: mmseg would fail on such inputs instead.
  * - Test-time augmentation as mmseg's `aug_test`: every (scale, flip) copy's logits are resized to the original image
- *   size, softmaxed, flipped back, summed, and divided by the number of copies; the label is the argmax.
+ *   size, softmaxed, flipped back, summed, and divided by the number of copies; the label is the argmax. This final
+ *   stage runs in bands of output rows ({@link streamLabels}) with the same arithmetic per pixel, so no C×H×W tensor
+ *   of the photo's size is ever built (src/tools/full-resolution.ts keeps the full-resolution form as a baseline).
  */
 import {
-  type Tensor, fromBytes, interpolate, noGrad, pad, scope, softmax, zeros,
+  type Tensor, fromBytes, getNumThreads, interpolate, noGrad, pad, scope, softmax, zeros,
 } from '../../engine/index.js';
 import { type RgbImage, readImage } from '../../io/image.js';
 import { Module, StateDictError, type LoadResult } from '../../nn/index.js';
@@ -373,6 +375,8 @@ export interface SegmentOptions {
   device?: string;
   /** Pad network inputs to this multiple (default 32). */
   divisor?: number;
+  /** Receives the averaged class probabilities band by band (see {@link streamLabels}); the full C×H×W map is never built. */
+  onProbabilities?: (band: ProbabilityBand) => void;
 }
 
 /** Pixel share of one class. */
@@ -420,6 +424,12 @@ export function testCfgFor(config: SegConfig, mode?: 'whole' | 'slide'): TestCfg
 /**
  * Segments one RGB image with the config's test pipeline and test mode (or the given overrides). Synchronous; all
  * intermediate tensors are freed before it returns. A module model is switched to eval mode for the call.
+ *
+ * Memory: each (scale, flip) copy's logits are kept at network resolution only (C×h×w, what the slide canvas or the
+ * whole pass produces); the resize to the original size, softmax, un-flip, averaging over copies and argmax run in
+ * bands of output rows ({@link streamLabels}), so the peak is bounded by the network input sizes and a band, not by
+ * the photo. The labels are those of mmseg's full-resolution computation (see {@link resizeRowsExact} and
+ * {@link softmaxClasses} for the exactness argument).
  */
 export function segmentImage(model: SegModel, image: RgbLike, config: SegConfig, o: SegmentOptions = {}): SegmentationResult {
   const t0 = performance.now();
@@ -439,38 +449,205 @@ export function segmentImage(model: SegModel, image: RgbLike, config: SegConfig,
   const copies: SegmentationResult['copies'] = [];
   try {
     const { labels, numClasses } = noGrad(() => scope(() => {
-      let acc: Tensor | null = null;
+      // 1. every copy's logits at its network resolution (the photo-sized work is left to step 2)
+      const logits: NetworkLogits[] = [];
       for (const ratio of ratios) {
         const resized = resizeForTest(image, config.test_pipeline, ratio);
         for (const flip of flips) {
           copies.push({ ratio, flip, inputHeight: resized.height, inputWidth: resized.width });
-          const prob = scope(() => {
+          const l = scope(() => {
             const p = normalizeResized(resized, config, flip);
             const x = fromBytes(p.data, 'float32', [1, 3, p.height, p.width], device);
-            const logits = inferLogits(model, x, testCfg, divisor);
-            const full = logits.shape[2] === H && logits.shape[3] === W ? logits
-              : interpolate(logits, { size: [H, W], mode: 'bilinear', alignCorners });
-            const sm = softmax(full, 1);
-            return flip ? sm.flip(3) : sm;
+            return inferLogits(model, x, testCfg, divisor);
           });
-          if (acc === null) acc = prob;
-          else {
-            acc.add_(prob);
-            prob.dispose();
-          }
+          logits.push({ logits: l, flip });
         }
       }
-      const n = copies.length;
-      const avg = n > 1 ? acc!.div(n) : acc!;
-      const c = avg.shape[1]!;
-      const idx = avg.argmax(1);
-      const out = c <= 256 ? (idx.to('uint8').toTypedArray() as Uint8Array) : Uint16Array.from(idx.to('int32').toTypedArray() as Int32Array);
-      return { labels: out, numClasses: c };
+      // 2. resize, softmax, un-flip, average and argmax, band by band of output rows
+      return streamLabels(logits, H, W, { alignCorners, onProbabilities: o.onProbabilities });
     }));
     return { labels, height: H, width: W, numClasses, classShares: classShares(labels, numClasses, classNamesOf(config)), copies, ms: performance.now() - t0 };
   } finally {
     if (wasTraining) (model as unknown as Module).train();
   }
+}
+
+// ---- streaming the final resize, softmax, averaging and argmax ------------------------------------------------------
+
+/** One test copy's logits at network resolution (1×C×h×w) and whether its input was flipped. */
+export interface NetworkLogits {
+  logits: Tensor;
+  flip: boolean;
+}
+
+/** A band of averaged class probabilities, passed to {@link StreamOptions.onProbabilities}. */
+export interface ProbabilityBand {
+  /** First output row of the band. */
+  y0: number;
+  /** One past its last row. */
+  y1: number;
+  /**
+   * 1×C×(y1−y0)×W float32 probabilities, averaged over the copies: what mmseg's `aug_test` computes for these rows.
+   * Valid only during the callback (it is freed after it returns; clone it to keep it).
+   */
+  probs: Tensor;
+}
+
+/** Options of {@link streamLabels}. */
+export interface StreamOptions {
+  /** `align_corners` of the bilinear resize to the output size (mmseg: the decode head's). */
+  alignCorners?: boolean;
+  /** Called with each band of averaged probabilities, top to bottom (for library users who need them). */
+  onProbabilities?: (band: ProbabilityBand) => void;
+  /** Target number of float32 elements of one band tensor (C × rows × W); default {@link BAND_ELEMENTS}. */
+  bandElements?: number;
+}
+
+/** Default size of one band tensor in the streamed final stage: 8 Mi float32 elements (32 MiB). */
+export const BAND_ELEMENTS = 1 << 23;
+
+/**
+ * The widest vector step of libtorch's CPU softmax kernel (8 floats with AVX2, 16 with AVX-512). Its kernel for a
+ * non-last dimension computes pixels in vector steps from the start of each thread's share and the leftover pixels at
+ * the end of each share with scalar code (std::exp instead of the vectorised exp: results can differ in the last bit).
+ */
+const SOFTMAX_VEC = 16;
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/** Rows per band: about `elements / (C·W)`, rounded to a multiple that keeps the band's pixel count a multiple of 16·threads when possible. */
+function bandRows(c: number, w: number, h: number, elements: number): number {
+  let rows = Math.max(1, Math.floor(elements / (c * w)));
+  const q = SOFTMAX_VEC * Math.max(1, getNumThreads());
+  const unit = q / gcd(w, q);
+  if (unit <= rows) rows -= rows % unit;
+  return Math.min(rows, h);
+}
+
+/**
+ * The averaged probabilities' argmax at the output size H×W, computed band by band: per band of output rows and per
+ * copy, {@link resizeRowsExact} (the rows of the bilinear resize to H×W), {@link softmaxClasses}, the horizontal
+ * un-flip, then the sum over copies in order, the division by their count and the argmax over classes — mmseg's
+ * `aug_test` arithmetic pixel by pixel, without a full-resolution C×H×W tensor. The copies' logits are freed by the
+ * caller.
+ */
+export function streamLabels(copies: readonly NetworkLogits[], H: number, W: number, o: StreamOptions = {}):
+  { labels: Uint8Array | Uint16Array; numClasses: number } {
+  if (copies.length === 0) throw new RangeError('streamLabels: no copies');
+  const c = copies[0]!.logits.shape[1]!;
+  for (const k of copies) {
+    if (k.logits.ndim !== 4 || k.logits.shape[0] !== 1 || k.logits.shape[1] !== c) {
+      throw new RangeError(`streamLabels: expected 1×${c}×h×w logits, got [${k.logits.shape.join(', ')}]`);
+    }
+  }
+  const alignCorners = o.alignCorners ?? false;
+  const labels = c <= 256 ? new Uint8Array(H * W) : new Uint16Array(H * W);
+  const plans = copies.map((k) => ({
+    ...k,
+    rows: bilinearAxis(k.logits.shape[2]!, H, alignCorners),
+  }));
+  const rows = bandRows(c, W, H, o.bandElements ?? BAND_ELEMENTS);
+  const n = copies.length;
+  for (let y0 = 0; y0 < H; y0 += rows) {
+    const y1 = Math.min(H, y0 + rows);
+    scope(() => {
+      let acc: Tensor | null = null;
+      for (const k of plans) {
+        const band = resizeRowsExact(k.logits, y0, y1, W, k.rows, alignCorners);
+        const sm = softmaxClasses(band);
+        const prob = k.flip ? sm.flip(3) : sm;
+        if (acc === null) acc = prob.contiguous();
+        else acc.add_(prob);
+      }
+      const avg = n > 1 ? acc!.div(n) : acc!;
+      if (o.onProbabilities) o.onProbabilities({ y0, y1, probs: avg });
+      const idx = avg.argmax(1);
+      if (c <= 256) labels.set(idx.to('uint8').toTypedArray() as Uint8Array, y0 * W);
+      else labels.set(idx.to('int32').toTypedArray() as Int32Array, y0 * W);
+    });
+  }
+  return { labels, numClasses: c };
+}
+
+/**
+ * Source indices and weights of a 1-d bilinear resize from `inSize` to `outSize` samples, as libtorch's CPU kernel
+ * computes them (aten/native/UpSample.h, `compute_source_index_and_lambda`): the scale in float32
+ * (`in/out`, or `(in−1)/(out−1)` with align_corners), the source coordinate in double
+ * (`scale·(i+0.5)−0.5`, clamped at 0; `scale·i` with align_corners), `i0` its truncation, `i1 = min(i0+1, in−1)`,
+ * `w1` = the fraction rounded to float32, `w0 = 1 − w1` in float32. Equal sizes copy (`w0 = 1`, `w1 = 0`).
+ */
+export function bilinearAxis(inSize: number, outSize: number, alignCorners: boolean):
+  { i0: Int32Array; i1: Int32Array; w0: Float32Array; w1: Float32Array } {
+  const i0 = new Int32Array(outSize);
+  const i1 = new Int32Array(outSize);
+  const w0 = new Float32Array(outSize);
+  const w1 = new Float32Array(outSize);
+  if (inSize === outSize) {
+    for (let i = 0; i < outSize; i++) { i0[i] = i; i1[i] = i; w0[i] = 1; }
+    return { i0, i1, w0, w1 };
+  }
+  const f = Math.fround;
+  const scale = alignCorners ? (outSize > 1 ? f((inSize - 1) / (outSize - 1)) : 0) : f(inSize / outSize);
+  for (let i = 0; i < outSize; i++) {
+    let real = alignCorners ? scale * i : scale * (i + 0.5) - 0.5;
+    if (!alignCorners && real < 0) real = 0;
+    const a = Math.trunc(real);
+    i0[i] = a;
+    i1[i] = a < inSize - 1 ? a + 1 : a;
+    w1[i] = real - a; // stored as float32
+    w0[i] = f(1 - w1[i]!);
+  }
+  return { i0, i1, w0, w1 };
+}
+
+/**
+ * Rows `[y0, y1)` of `interpolate(x, {size: [H, W], mode: 'bilinear', alignCorners})` for a 1×C×h×w `x`, without
+ * computing the others; on the CPU the result is bitwise that of the full resize. libtorch's CPU kernel computes
+ * every output value as `fma(t0, wy0, t1·wy1)`, where `t0`, `t1` are the width-interpolated values of source rows
+ * `i0(y)`, `i1(y)`. So: (1) the source rows `i0(y)` (and `i1(y)`) of the band are gathered at network resolution and
+ * width-interpolated with the same kernel, the height left alone (an equal size: weights 1 and 0, which return `t`
+ * exactly); (2) they are combined with the kernel's own row weights (`rowsAxis`, from {@link bilinearAxis}) as
+ * `t1·wy1` then `addcmul_` (`+= t0·wy0`, fused as the kernel). Verified bitwise against `interpolate` in
+ * test/segmentation-e2e/streamed.test.ts.
+ */
+export function resizeRowsExact(x: Tensor, y0: number, y1: number, W: number,
+  rowsAxis: { i0: Int32Array; i1: Int32Array; w0: Float32Array; w1: Float32Array }, alignCorners: boolean): Tensor {
+  return scope(() => {
+    const [, , h, w] = x.shape as [number, number, number, number];
+    const H = rowsAxis.i0.length;
+    if (!(y0 >= 0 && y1 > y0 && y1 <= H)) throw new RangeError(`resizeRowsExact: rows [${y0}, ${y1}) outside [0, ${H})`);
+    const n = y1 - y0;
+    const dev = x.device;
+    // width pass of the given source rows (or just the rows when the width does not change)
+    const widthPass = (src: Tensor): Tensor => (w === W ? src.contiguous()
+      : interpolate(src, { size: [src.shape[2]!, W], mode: 'bilinear', alignCorners }));
+    if (h === H) return widthPass(x.narrow(2, y0, n));
+    const rows = (a: Int32Array): Tensor => {
+      const b = new BigInt64Array(n);
+      for (let i = 0; i < n; i++) b[i] = BigInt(a[y0 + i]!);
+      return widthPass(x.indexSelect(2, fromBytes(b, 'int64', [n], dev)));
+    };
+    const wt = (a: Float32Array): Tensor => fromBytes(a.slice(y0, y1), 'float32', [1, 1, n, 1], dev).to(x.dtype);
+    // fma(t0, w0, t1·w1), as the kernel
+    const out = rows(rowsAxis.i1).mul_(wt(rowsAxis.w1));
+    return out.addcmul_(rows(rowsAxis.i0), wt(rowsAxis.w0));
+  });
+}
+
+/**
+ * Softmax over the classes (dim 1) of a 1×C×h×w band, computed so that every pixel takes libtorch's vectorised path:
+ * the pixels are padded to a multiple of 16 × the thread count (each thread's share then splits into whole vector
+ * steps). The result per pixel then no longer depends on where the pixel lies in the tensor; it equals the full-image
+ * softmax at every pixel that full computation also vectorises — all but the last < 16 pixels of each thread's share
+ * (where libtorch's own result changes with the thread count).
+ */
+export function softmaxClasses(x: Tensor): Tensor {
+  const [nb, c, h, w] = x.shape as [number, number, number, number];
+  const px = h * w;
+  const q = SOFTMAX_VEC * Math.max(1, getNumThreads());
+  const padded = Math.ceil(px / q) * q;
+  if (nb !== 1 || padded === px) return softmax(x, 1);
+  return scope(() => softmax(pad(x.reshape(1, c, px), [0, padded - px]), 1).narrow(2, 0, px).view(1, c, h, w));
 }
 
 /** Pixel shares of the classes present in a label map, largest first (ties by class id). */

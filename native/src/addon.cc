@@ -576,6 +576,39 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The default CPU generator's state (what torch.get_rng_state() returns) as bytes, and its restore: training
+// checkpoints save it so that a resumed run draws the same dropout / drop-path masks. Both libtorch 1.13 and 2.x
+// expose get_state()/set_state() on at::Generator, with the state as a CPU uint8 tensor.
+Napi::Value GetRngState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor st = Guard(env, "getRngState", [&]() {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return gen.get_state().contiguous();
+  });
+  auto out = Napi::Uint8Array::New(env, static_cast<size_t>(st.numel()));
+  if (st.numel() > 0) std::memcpy(out.Data(), st.data_ptr(), static_cast<size_t>(st.numel()));
+  return out;
+}
+
+Napi::Value SetRngState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, "setRngState: expected a Uint8Array (from getRngState)");
+  }
+  auto a = info[0].As<Napi::Uint8Array>();
+  std::vector<uint8_t> copy(a.Data(), a.Data() + a.ElementLength());
+  Guard(env, "setRngState", [&]() {
+    at::Tensor st = at::empty({static_cast<int64_t>(copy.size())}, at::TensorOptions().dtype(at::kByte));
+    if (!copy.empty()) std::memcpy(st.data_ptr(), copy.data(), copy.size());
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(st);
+    return 0;
+  });
+  return env.Undefined();
+}
+
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0);
 }
@@ -772,6 +805,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("manualSeed", Napi::Function::New(env, ManualSeed));
+  exports.Set("getRngState", Napi::Function::New(env, GetRngState));
+  exports.Set("setRngState", Napi::Function::New(env, SetRngState));
   exports.Set("cudaIsAvailable", Napi::Function::New(env, CudaIsAvailable));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));

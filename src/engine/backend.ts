@@ -53,6 +53,10 @@ export interface Backend {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   manualSeed(seed: number): void;
+  /** The default CPU generator's state bytes. */
+  getRngState(): Uint8Array;
+  /** Restores the default CPU generator's state from {@link getRngState}'s bytes. */
+  setRngState(state: Uint8Array): void;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(device?: number): void;

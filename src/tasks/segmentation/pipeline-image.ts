@@ -283,6 +283,42 @@ export function resizeBilinearHWCFixedPoint(img: Uint8Array, h: number, w: numbe
 }
 
 /**
+ * Nearest-neighbour resize of an HWC array, as `cv2.resize(..., interpolation=cv2.INTER_NEAREST)`
+ * (mmcv's `'nearest'`, used for label maps): source index `min(floor(d · (1 / (dst / src))), src − 1)`
+ * per axis, in double precision like OpenCV (no half-pixel offset).
+ *
+ * @param img H*W*C values (C inferred; C = 1 for a label map)
+ * @param h source height
+ * @param w source width
+ * @param newH output height
+ * @param newW output width
+ * @returns a new array of the same type, newH*newW*C
+ */
+export function resizeNearestHWC<T extends PixelArray>(img: T, h: number, w: number, newH: number, newW: number): T {
+  const c = channelsOf(img.length, h, w, 'resizeNearestHWC');
+  channelsOf(newH * newW, newH, newW, 'resizeNearestHWC (output)');
+  const out = (img instanceof Float32Array ? new Float32Array(newH * newW * c) : new Uint8Array(newH * newW * c)) as T;
+  const ifx = 1 / (newW / w);
+  const ify = 1 / (newH / h);
+  const xo = new Int32Array(newW);
+  for (let dx = 0; dx < newW; dx++) xo[dx] = Math.min(Math.floor(dx * ifx), w - 1) * c;
+  for (let dy = 0; dy < newH; dy++) {
+    const sy = Math.min(Math.floor(dy * ify), h - 1);
+    const srow = sy * w * c;
+    let o = dy * newW * c;
+    if (c === 1) {
+      for (let dx = 0; dx < newW; dx++) out[o++] = img[srow + xo[dx]!]!;
+    } else {
+      for (let dx = 0; dx < newW; dx++) {
+        const s = srow + xo[dx]!;
+        for (let k = 0; k < c; k++) out[o++] = img[s + k]!;
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * mmcv's `imnormalize` followed by `ImageToTensor`'s HWC→CHW transpose, for 3-channel RGB input
  * (as returned by `readImage`). `toRgb` has the meaning of mmseg's `img_norm_cfg.to_rgb`: mmcv
  * loads BGR and `to_rgb=True` turns it into RGB, so here `toRgb=true` keeps our RGB order and

@@ -5,6 +5,7 @@ import { checkReference } from '../tools/reference.js';
 import { benchBackbone } from '../tools/bench-backbone.js';
 import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from './args.js';
 import { segmentationCommands } from './segment.js';
+import { trainingCommands } from './train.js';
 
 interface Command {
   summary: string;
@@ -125,6 +126,7 @@ const commands: Record<string, Command> = {
     },
   },
   ...segmentationCommands,
+  ...trainingCommands,
 };
 
 function help(): void {

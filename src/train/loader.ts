@@ -2,7 +2,7 @@
  * Training data loading off the main thread: a pool of `worker_threads` that turn a sample index into arrays
  * (decode + augment), and a prefetcher that keeps a bounded number of batches in flight, in sampler order.
  *
- * Determinism does not depend on timing: every sample gets its own seed derived from `(seed, epoch, index)`, so
+ * Determinism does not depend on timing: every sample's draws come from a generator seeded by `(seed, epoch, index)`, so
  * which worker runs it and when is irrelevant, and batches are assembled in the sampler's order whatever order the
  * workers finish in. The same code runs in-process (`workers: 0`).
  *
@@ -14,7 +14,7 @@
  * in-process function with the same contract.
  */
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
-import { mixSeed, type BatchSampler, type SampledBatch } from './sampler.js';
+import type { BatchSampler, SampledBatch } from './sampler.js';
 
 /** What a worker is asked to produce. */
 export interface SampleTask {
@@ -22,17 +22,12 @@ export interface SampleTask {
   index: number;
   /** Epoch the sample is drawn in. */
   epoch: number;
-  /** Seed of this sample's augmentation draws (from `(seed, epoch, index)`). */
+  /** The run's seed: the sample function derives this sample's draws from `(seed, epoch, index)`. */
   seed: number;
 }
 
 /** Turns a task into a sample (may be async: file reads, decoding). */
 export type SampleFn<T> = (task: SampleTask) => T | Promise<T>;
-
-/** The seed of one sample's random draws. */
-export function sampleSeed(seed: number, epoch: number, index: number): number {
-  return mixSeed(seed, epoch, index, 0x7a11);
-}
 
 interface Request { id: number; task: SampleTask }
 type Reply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string };
@@ -207,7 +202,7 @@ export class Prefetcher<T> {
     for (let k = 0; k < n; k++) {
       const idx = (index + k) % n;
       try {
-        return await this.loader.load({ index: idx, epoch, seed: sampleSeed(this.sampler.seed, epoch, idx) });
+        return await this.loader.load({ index: idx, epoch, seed: this.sampler.seed });
       } catch (e) {
         lastErr = e as Error;
         if (!this.o.skipBad || /data (worker|loader)/.test(lastErr.message)) throw lastErr;

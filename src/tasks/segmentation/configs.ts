@@ -19,6 +19,7 @@ import { BACKBONE_PRESETS, backbonePreset } from '../../models/adapter/presets.j
 import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, type Palette, generatePalette, validatePalette } from './classes.js';
 import { SYNTHETIC_CLASSES, SYNTHETIC_PALETTE } from './synthetic.js';
+import { ADE20K_RECIPE, type TrainRecipe, validateRecipe } from './train-recipe.js';
 
 /** A config dict passed to the head / neck builders (mmseg keys, verbatim; `type` names the class). */
 export type ModuleDict = { type: string } & Record<string, unknown>;
@@ -58,7 +59,7 @@ export interface TestCfg {
 /** The segmentor (`EncoderDecoder`) config. */
 export interface ModelCfg {
   /** ViT-Adapter kwargs (the authors' names); `type` is informational. */
-  backbone: ViTAdapterOptions & { type?: 'ViTAdapter' };
+  backbone: ViTAdapterOptions & { type?: 'ViTAdapter' | 'ViTBaseline' };
   /** Neck (Semantic FPN's `FPN`), or null. */
   neck: ModuleDict | null;
   decode_head: ModuleDict;
@@ -99,6 +100,8 @@ export interface SegConfig {
   img_norm_cfg: ImgNormCfg;
   test_pipeline: TestPipelineCfg;
   dataset: DatasetCfg;
+  /** The training recipe (optimizer, schedule, pipeline, ...; see `train-recipe.ts`), or absent/null for none. */
+  train?: TrainRecipe | null;
 }
 
 /** Recursively optional, for overrides. Arrays are replaced, not merged. */
@@ -107,7 +110,7 @@ export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object
 /** What a JSON config file may contain: `base` (a preset name) plus overrides of any {@link SegConfig} field. */
 export type ConfigOverrides = DeepPartial<SegConfig> & { base?: string };
 
-const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset'];
+const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset', 'train'];
 const MODEL_KEYS: readonly string[] = ['backbone', 'neck', 'decode_head', 'auxiliary_head', 'test_cfg', 'align_corners'];
 const NORM_KEYS: readonly string[] = ['mean', 'std', 'to_rgb'];
 const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios'];
@@ -187,7 +190,21 @@ function upernet(name: string, size: Size, o: { norm: ImgNormCfg; backbone?: ViT
       test_cfg: structuredClone(SLIDE_512), align_corners: false,
     },
     img_norm_cfg: structuredClone(o.norm), test_pipeline: structuredClone(ADE_TEST_PIPELINE), dataset: structuredClone(ADE_DATASET),
+    train: adeRecipe(size),
   };
+}
+
+/**
+ * The authors' ADE20K recipe for a size: the values of the T config (checked against the fixture); for S/B/L the
+ * same values with `num_layers` = the backbone's depth (their files were not available to check here).
+ */
+function adeRecipe(size: Size): TrainRecipe {
+  const r = structuredClone(ADE20K_RECIPE) as TrainRecipe;
+  if (size !== 'tiny') {
+    r.optimizer.paramwise_cfg = { num_layers: BACKBONE_PRESETS[size].depth, layer_decay_rate: 0.95 };
+    r.source = `${r.source}; ${size}: the T recipe with num_layers ${BACKBONE_PRESETS[size].depth} (the authors' ${size} file was not checked)`;
+  }
+  return r;
 }
 
 function semanticFpn(name: string, size: Size, description: string): SegConfig {
@@ -227,6 +244,72 @@ function syntheticTiny(): SegConfig {
   };
 }
 
+/** Side of the compact synthetic presets' crops and scenes. */
+export const SYNTH_SIZE = 128;
+
+/**
+ * The compact models trained on CPU on the synthetic scenes (`vit-adapter synth`): a 96-wide, 8-block ViT (3 heads)
+ * with the adapter (4 interactions of 2 blocks, 3 deformable heads, conv_inplane 16) or, for the ablation, the
+ * plain-ViT baseline pyramid; UperNet with 64 channels and the auxiliary FCN head with 32; 128×128 crops; a short
+ * poly schedule. The dataset is the `custom` layout `synth` writes (`img_dir/{train,val}`, `ann_dir/{train,val}`).
+ */
+function synthCompact(kind: 'adapter' | 'baseline'): SegConfig {
+  const n = SYNTHETIC_CLASSES.length;
+  const D = 96;
+  const depth = 8;
+  const vit = {
+    embed_dim: D, depth, num_heads: 3, mlp_ratio: 4, qkv_bias: true, layer_scale: true, drop_path_rate: 0.1,
+    pretrain_size: SYNTH_SIZE, patch_size: 16, interaction_indexes: [[0, 1], [2, 3], [4, 5], [6, 7]] as [number, number][],
+  };
+  const backbone: ModelCfg['backbone'] = kind === 'adapter'
+    ? {
+      type: 'ViTAdapter', ...vit, conv_inplane: 16, n_points: 4, deform_num_heads: 3, cffn_ratio: 0.25, deform_ratio: 1.0,
+      with_cffn: true, add_vit_feature: true, use_extra_extractor: true, init_values: 0, window_attn: false,
+    }
+    : { type: 'ViTBaseline', ...vit };
+  const name = kind === 'adapter' ? 'upernet_vit_adapter_synth' : 'upernet_vit_baseline_synth';
+  return {
+    name,
+    description: kind === 'adapter'
+      ? `compact ViT-Adapter (96-wide, 8 blocks) + UperNet for the ${n} synthetic-scene classes, ${SYNTH_SIZE}×${SYNTH_SIZE}; trained checkpoint shipped (assets/)`
+      : `ablation: the same ViT without the adapter (simple pyramid from 4 stages) + UperNet, synthetic scenes`,
+    source: 'this project (trained on CPU on `vit-adapter synth` scenes)',
+    model: {
+      backbone, neck: null, decode_head: uperHeadCfg(D, n, 64), auxiliary_head: auxHeadCfg(D, n, 32),
+      test_cfg: { mode: 'whole' }, align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM),
+    test_pipeline: { img_scale: [4 * SYNTH_SIZE, SYNTH_SIZE], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null },
+    dataset: {
+      type: 'CustomDataset', data_root: 'data/synthetic', img_dir: 'img_dir/val', ann_dir: 'ann_dir/val', img_suffix: '.png',
+      seg_map_suffix: '.png', reduce_zero_label: false, ignore_index: 255, classes: [...SYNTHETIC_CLASSES],
+      palette: SYNTHETIC_PALETTE.map((c) => [c[0], c[1], c[2]]),
+    },
+    train: {
+      optimizer: {
+        type: 'AdamW', lr: 6e-4, betas: [0.9, 0.999], weight_decay: 0.01, constructor: 'LayerDecayOptimizerConstructor',
+        paramwise_cfg: { num_layers: depth, layer_decay_rate: 1.0 },
+      },
+      optimizer_config: { grad_clip: null, cumulative_iters: 1 },
+      lr_config: { policy: 'poly', warmup: 'linear', warmup_iters: 50, warmup_ratio: 1e-6, power: 1.0, min_lr: 0.0, by_epoch: false },
+      max_iters: 800,
+      samples_per_gpu: 4,
+      workers_per_gpu: 1,
+      checkpoint_interval: 100,
+      max_keep_ckpts: 2,
+      eval_interval: 200,
+      pipeline: {
+        img_scale: [4 * SYNTH_SIZE, SYNTH_SIZE], ratio_range: [0.5, 2.0], crop_size: [SYNTH_SIZE, SYNTH_SIZE], cat_max_ratio: 0.75,
+        flip_prob: 0.5, photo_metric_distortion: true,
+      },
+      train_split: { img_dir: 'img_dir/train', ann_dir: 'ann_dir/train' },
+      val_split: { img_dir: 'img_dir/val', ann_dir: 'ann_dir/val' },
+      source: 'this project: the authors\' recipe shape (AdamW, layer-decay groups, poly with linear warmup, mmseg augmentation) ' +
+        'scaled to a from-scratch CPU run (lr 6e-4, decay rate 1.0, 800 iterations, batch 4, 128 px)',
+    },
+  };
+}
+
 const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   upernet_deit_adapter_tiny_512_160k_ade20k: () => upernet('upernet_deit_adapter_tiny_512_160k_ade20k', 'tiny', {
     norm: IMAGENET_NORM, backbone: { drop_path_rate: 0.1 }, description: 'UperNet + ViT-Adapter-T (DeiT-T init), ADE20K 512×512, 160k',
@@ -256,6 +339,8 @@ const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   fpn_deit_adapter_base_512_80k_ade20k: () => semanticFpn('fpn_deit_adapter_base_512_80k_ade20k', 'base',
     'Semantic FPN + ViT-Adapter-B, ADE20K 512×512, 80k (reconstructed config)'),
   upernet_deit_adapter_tiny_synthetic: syntheticTiny,
+  upernet_vit_adapter_synth: () => synthCompact('adapter'),
+  upernet_vit_baseline_synth: () => synthCompact('baseline'),
 };
 
 /** Preset names, in listing order. */
@@ -285,7 +370,7 @@ export function listConfigs(): ConfigSummary[] {
     const t = c.model.test_cfg;
     return {
       name, description: c.description, source: c.source,
-      backbone: `ViT-Adapter (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
+      backbone: `${b.type === 'ViTBaseline' ? 'plain ViT' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
       decode_head: c.model.decode_head.type, neck: c.model.neck?.type ?? null, auxiliary_head: c.model.auxiliary_head?.type ?? null,
       num_classes: numClassesOf(c),
       test_mode: t.mode === 'slide' ? `slide ${t.crop_size?.join('×')} stride ${t.stride?.join('×')}` : 'whole',
@@ -350,14 +435,14 @@ export function validateConfig(c: SegConfig): SegConfig {
   const where = `config ${JSON.stringify(c?.name ?? '?')}`;
   if (!isPlainObject(c)) throw new ConfigError('config must be an object');
   checkKeys(where, c as unknown as Record<string, unknown>, TOP_KEYS);
-  for (const k of TOP_KEYS) if ((c as unknown as Record<string, unknown>)[k] === undefined) throw new ConfigError(`${where}: missing ${k}`);
+  for (const k of TOP_KEYS) if (k !== 'train' && (c as unknown as Record<string, unknown>)[k] === undefined) throw new ConfigError(`${where}: missing ${k}`);
   if (typeof c.name !== 'string' || !c.name) throw new ConfigError(`${where}: name must be a non-empty string`);
   const m = c.model;
   if (!isPlainObject(m)) throw new ConfigError(`${where}: model must be an object`);
   checkKeys(`${where}: model`, m as unknown as Record<string, unknown>, MODEL_KEYS);
   if (!isPlainObject(m.backbone)) throw new ConfigError(`${where}: model.backbone must be an object`);
-  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter') {
-    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter, got ${JSON.stringify(m.backbone.type)}`);
+  if (m.backbone.type !== undefined && m.backbone.type !== 'ViTAdapter' && m.backbone.type !== 'ViTBaseline') {
+    throw new ConfigError(`${where}: model.backbone.type must be ViTAdapter (or ViTBaseline, the plain-ViT ablation), got ${JSON.stringify(m.backbone.type)}`);
   }
   for (const k of ['decode_head', 'neck', 'auxiliary_head'] as const) {
     const h = m[k];
@@ -411,6 +496,13 @@ export function validateConfig(c: SegConfig): SegConfig {
       validatePalette(d.palette, classes.length);
     } catch (e) {
       throw new ConfigError(`${where}: dataset.palette: ${(e as Error).message}`);
+    }
+  }
+  if (c.train !== undefined && c.train !== null) {
+    try {
+      validateRecipe(where, c.train);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
     }
   }
   return c;

@@ -29,6 +29,7 @@ import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
 import type { HeadConfig, NeckConfig } from '../../models/heads/index.js';
 import { flipHorizontalHWC, normalizeToCHW, rescaleSize, resizeBilinearHWC, sizeToMultiple } from './pipeline-image.js';
 import { EncoderDecoder } from './segmentor.js';
+import { ViTBaseline, type ViTBaselineOptions } from '../../models/vit-baseline.js';
 import { type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
 
 /** Anything with mmseg's `encode_decode`: N×3×H×W normalised image → N×C×H×W logits at the input size. */
@@ -55,7 +56,7 @@ export function buildSegmentor(config: SegConfig, o: BuildOptions = {}): Encoder
   const m = config.model;
   const { type: _type, ...bb } = m.backbone;
   const model = new EncoderDecoder({
-    backbone: { type: 'ViTAdapter', ...(bb as ViTAdapterOptions) },
+    backbone: _type === 'ViTBaseline' ? new ViTBaseline(bb as ViTBaselineOptions) : { type: 'ViTAdapter', ...(bb as ViTAdapterOptions) },
     neck: m.neck ? (m.neck as unknown as NeckConfig) : null,
     decode_head: m.decode_head as unknown as HeadConfig,
     auxiliary_head: m.auxiliary_head ? (m.auxiliary_head as unknown as HeadConfig) : null,
@@ -97,6 +98,8 @@ export function loadSegmentor(config: SegConfig, checkpointPath: string, o: Buil
 export function loadSegmentorWeights(model: EncoderDecoder, checkpointPath: string): LoadReport {
   const { sources, checkpoint } = openStateDict(checkpointPath, { strip: ['module.'] });
   try {
+    // A training checkpoint (`vit-adapter train`) also holds the optimizer and RNG state: not model weights.
+    for (const k of [...sources.keys()]) if (k.startsWith('optimizer.') || k.startsWith('rng.')) sources.delete(k);
     const hasAux = model.auxiliary_head !== null;
     const auxKeys = [...sources.keys()].filter((k) => k.startsWith('auxiliary_head.'));
     const notes: string[] = [];

@@ -1,65 +1,55 @@
-/** Shared helpers of the training tests: a tiny trainable config, a tiny generated dataset, a CLI runner. */
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { type ConfigOverrides, type SegConfig, loadConfig } from '../../src/tasks/segmentation/configs.js';
-import { writeSyntheticSplits } from '../../src/tasks/segmentation/synth-splits.js';
+/** Shared helpers of the training tests: fixture JSON and safetensors tensors from ../shared/fixtures/training. */
+import { readFileSync } from 'node:fs';
+import { type DType, type Tensor, fromBytes } from '../../src/engine/index.js';
+import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
+import { parseSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-/** The CLI entry of this build. */
-export const BIN = resolve(here, '../../src/cli/bin.js');
+/** `skip` option: false when ../shared/fixtures/training exists. */
+export const SKIP = skipUnlessFixtures('training');
 
-/** Overrides that shrink `upernet_vit_adapter_synth` to a seconds-per-run model (32 wide, 4 blocks, 64 px). */
-export function tinyTrainOverrides(extraTrain: Record<string, unknown> = {}): ConfigOverrides {
-  return {
-    model: {
-      backbone: {
-        embed_dim: 32, depth: 4, num_heads: 2, deform_num_heads: 2, conv_inplane: 8, pretrain_size: 64, drop_path_rate: 0.1,
-        interaction_indexes: [[0, 0], [1, 1], [2, 2], [3, 3]],
-      },
-      decode_head: { in_channels: [32, 32, 32, 32], channels: 16 },
-      auxiliary_head: { in_channels: 32, channels: 8 },
-    },
-    test_pipeline: { img_scale: [256, 64] },
-    train: {
-      max_iters: 4, samples_per_gpu: 2, workers_per_gpu: 0, checkpoint_interval: 2, max_keep_ckpts: 5, eval_interval: 0,
-      optimizer: { paramwise_cfg: { num_layers: 4, layer_decay_rate: 0.9 } },
-      lr_config: { policy: 'poly', warmup: 'linear', warmup_iters: 2, warmup_ratio: 1e-6, power: 1.0, min_lr: 0.0, by_epoch: false },
-      pipeline: { img_scale: [256, 64], crop_size: [64, 64] },
-      ...extraTrain,
-    } as ConfigOverrides['train'],
-  };
+/** Parsed JSON of a training fixture file. */
+export function fixtureJson<T = any>(name: string): T { // eslint-disable-line @typescript-eslint/no-explicit-any
+  return JSON.parse(readFileSync(fixturePath('training', name), 'utf8')) as T;
 }
 
-/** The tiny config object. */
-export function tinyTrainConfig(extraTrain: Record<string, unknown> = {}): SegConfig {
-  return loadConfig('upernet_vit_adapter_synth', tinyTrainOverrides(extraTrain));
+const DT: Record<string, DType> = { F64: 'float64', F32: 'float32', I64: 'int64', U8: 'uint8' };
+
+/** All tensors of a training safetensors fixture, as raw entries. */
+export function fixtureArrays(name: string): Map<string, RawTensor> {
+  return parseSafetensors(new Uint8Array(readFileSync(fixturePath('training', name))));
 }
 
-/** Writes the tiny config as a JSON file (for the CLI) and returns its path. */
-export function writeTinyTrainConfig(dir: string, name = 'tiny_train', extraTrain: Record<string, unknown> = {}): string {
-  const path = join(dir, `${name}.json`);
-  writeFileSync(path, JSON.stringify({ base: 'upernet_vit_adapter_synth', ...tinyTrainOverrides(extraTrain) }, null, 2));
-  return path;
+/** One raw entry as a tensor (copied). */
+export function toTensor(raw: RawTensor | undefined, key = '?'): Tensor {
+  if (!raw) throw new Error(`fixture tensor ${key} missing`);
+  const dt = DT[raw.dtype];
+  if (!dt) throw new Error(`fixture tensor ${key}: dtype ${raw.dtype}`);
+  return fromBytes(raw.data.slice(), dt, raw.shape);
 }
 
-/** Writes a tiny generated dataset (custom layout with train/val) and returns its root. */
-export async function tinyDataset(dir: string, count = 8, size = 64, seed = 3): Promise<string> {
-  const root = join(dir, 'data');
-  await writeSyntheticSplits(root, { count, size, seed, val: 2 });
-  return root;
+/** Largest |a - b| / max(|b|, floor) over all elements (both read as float64). */
+export function maxRelDiff(a: Tensor, b: Tensor, floor = 1e-300): number {
+  const x = a.to('float64').toTypedArray() as Float64Array;
+  const y = b.to('float64').toTypedArray() as Float64Array;
+  if (x.length !== y.length) throw new Error(`maxRelDiff: ${x.length} vs ${y.length} elements`);
+  let m = 0;
+  for (let i = 0; i < x.length; i++) {
+    const d = Math.abs(x[i]! - y[i]!) / Math.max(Math.abs(y[i]!), floor);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
 }
 
-/** Result of {@link runBin}. */
-export interface BinRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `vit-adapter <args>` in a fresh process. */
-export function runBin(args: string[], timeoutMs = 120_000): BinRun {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', maxBuffer: 64 << 20, timeout: timeoutMs });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+/** max |a - b| / max |b| (differences relative to the tensor's scale). */
+export function maxScaledDiff(a: Tensor, b: Tensor): number {
+  const x = a.to('float64').toTypedArray() as Float64Array;
+  const y = b.to('float64').toTypedArray() as Float64Array;
+  let d = 0;
+  let s = 0;
+  for (let i = 0; i < x.length; i++) {
+    const e = Math.abs(x[i]! - y[i]!);
+    if (!(e <= d)) d = Number.isNaN(e) ? Infinity : e;
+    s = Math.max(s, Math.abs(y[i]!));
+  }
+  return s === 0 ? d : d / s;
 }

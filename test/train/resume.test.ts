@@ -8,7 +8,7 @@ import { loadCheckpoint } from '../../src/io/checkpoint.js';
 import { checkpointName, listCheckpoints } from '../../src/train/checkpoint.js';
 import { ResumeMismatchError } from '../../src/train/trainer.js';
 import { trainSegmentor } from '../../src/tasks/segmentation/train.js';
-import { tinyDataset, tinyTrainConfig } from './helpers.js';
+import { tinyDataset, tinyTrainConfig } from './train-helpers.js';
 
 // one intra-op thread: the tests share 2 cores with other processes (bit-exactness itself does not depend on it)
 setNumThreads(1);

@@ -7,3 +7,4 @@ export * from './optim.js';
 export * from './clip.js';
 export * from './schedule.js';
 export { pyPow } from './pow.js';
+export * from './amp.js';

@@ -8,3 +8,4 @@ export * from './clip.js';
 export * from './schedule.js';
 export { pyPow } from './pow.js';
 export * from './amp.js';
+export * from './build.js';

@@ -116,7 +116,9 @@ export class GradScaler {
       const byDevice = new Map<string, Tensor[]>();
       for (const g of grads) {
         const k = `${g.device}|${g.dtype}`;
-        byDevice.set(k, [...(byDevice.get(k) ?? []), g]);
+        const list = byDevice.get(k);
+        if (list) list.push(g);
+        else byDevice.set(k, [g]);
       }
       let found = false;
       for (const gs of byDevice.values()) {

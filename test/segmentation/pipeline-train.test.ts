@@ -11,7 +11,7 @@ import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { readSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
 import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/tasks/segmentation/random.js';
 import { bgrToHsv, hsvToBgr } from '../../src/tasks/segmentation/cv-color.js';
-import { resizeBilinearHWC, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
+import { resizeBilinearHWC, resizeBilinearHWCFixedPointRegion, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
 import {
   ADE20K_TRAIN_PIPELINE,
   PHOTOMETRIC_DEFAULT,
@@ -19,6 +19,7 @@ import {
   adjustContrast,
   adjustHue,
   adjustSaturation,
+  cropHWC,
   hwcToChw,
   labelToInt64,
   normalizeHWC,
@@ -298,6 +299,32 @@ test('resize_tables: OpenCV INTER_LINEAR (uint8, incl. exact-half) and INTER_NEA
     const out = it.interpolation === 'bilinear' ? resizeBilinearHWC(src, sh, sw, dh, dw) : resizeNearestHWC(src, sh, sw, dh, dw);
     expectArray(c, `${it.index}.out`, out);
   }
+});
+
+test('resizeBilinearHWCFixedPointRegion equals cropping the full resize (up, down, exact half, same size)', () => {
+  const r = new SeededRandom(3);
+  const sizes: [number, number, number, number, number][] = [
+    [23, 37, 29, 47, 3],
+    [40, 30, 17, 11, 3],
+    [32, 48, 16, 24, 3],
+    [12, 9, 12, 9, 3],
+    [7, 5, 30, 3, 1],
+    [5, 40, 9, 17, 1],
+  ];
+  for (const [h, w, nh, nw, c] of sizes) {
+    const img = Uint8Array.from({ length: h * w * c }, () => r.randint(256));
+    const full = resizeBilinearHWC(img, h, w, nh, nw);
+    for (let k = 0; k < 6; k++) {
+      const y0 = r.randint(0, nh);
+      const y1 = r.randint(y0, nh + 1);
+      const x0 = r.randint(0, nw);
+      const x1 = r.randint(x0, nw + 1);
+      const region = resizeBilinearHWCFixedPointRegion(img, h, w, nh, nw, y0, y1, x0, x1);
+      const expected = cropHWC(full, nh, nw, c, [y0, y1, x0, x1]).data;
+      assert.deepEqual([...region], [...expected], `${w}x${h} -> ${nw}x${nh}, rows ${y0}..${y1}, cols ${x0}..${x1}`);
+    }
+  }
+  assert.throws(() => resizeBilinearHWCFixedPointRegion(new Uint8Array(12), 2, 2, 4, 4, 0, 5, 0, 4), /not inside 4x4/);
 });
 
 test('size_table_config_scale: Resize size arithmetic at (2048, 512), 15 image sizes', { skip: SKIP }, () => {

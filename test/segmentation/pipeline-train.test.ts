@@ -11,7 +11,7 @@ import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { readSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
 import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/tasks/segmentation/random.js';
 import { bgrToHsv, hsvToBgr } from '../../src/tasks/segmentation/cv-color.js';
-import { resizeBilinearHWC, resizeBilinearHWCFixedPointRegion, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
+import { normalizeToCHW, resizeBilinearHWC, resizeBilinearHWCFixedPointRegion, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
 import {
   ADE20K_TRAIN_PIPELINE,
   PHOTOMETRIC_DEFAULT,
@@ -444,7 +444,7 @@ test('PhotoMetricDistortion cases: draws in order, every step and the output, BG
   }
 });
 
-test('Normalize case: the float32 table and the image (to_rgb), from BGR and from RGB input', { skip: SKIP }, () => {
+test('Normalize case: the float32 table and the image (to_rgb), from BGR and from RGB input; test-time normalizeToCHW agrees', { skip: SKIP }, () => {
   const c = getCase('normalize');
   const t = c.transform as { mean: number[]; std: number[]; to_rgb: boolean };
   const lut = normalizeLut(t.mean, t.std);
@@ -456,6 +456,10 @@ test('Normalize case: the float32 table and the image (to_rgb), from BGR and fro
   // to_rgb = false keeps mmseg's BGR planes
   const bgrOut = normalizeHWC(swapRB(img), h!, w!, lut, 'rgb', false);
   assert.equal(bgrOut[0], lut[img[0]!]);
+  // the test-time normalisation (pipeline-image.ts) gives the same values: every byte value, every channel
+  const ramp = Uint8Array.from({ length: 256 * 3 }, (_, i) => Math.floor(i / 3));
+  const chw = normalizeToCHW(ramp, 1, 256, t.mean, t.std, true);
+  expectArray(c, 'lut_rgb_by_value', chw);
   assert.deepEqual([...t.mean], [...ADE20K_TRAIN_PIPELINE.mean]);
   assert.deepEqual([...t.std], [...ADE20K_TRAIN_PIPELINE.std]);
 });

@@ -401,8 +401,10 @@ export function resizeNearestHWC<T extends PixelArray>(img: T, h: number, w: num
  * loads BGR and `to_rgb=True` turns it into RGB, so here `toRgb=true` keeps our RGB order and
  * `toRgb=false` produces BGR planes. `mean` and `std` are given in the *output* channel order, as
  * in mmseg configs. Arithmetic reproduces mmcv's `cv2.subtract` / `cv2.multiply` on float32
- * images bit for bit (checked against opencv-python 4.14): `out = f32(f32(x − f32(mean)) · (1 / std))`,
- * the reciprocal taken in double.
+ * images bit for bit (checked against opencv-python 4.14): `out = f32(f32(x − f32(mean)) · (1 / f32(std)))`,
+ * the reciprocal taken in double of the float32 std (mmseg's `Normalize` stores mean and std as float32
+ * arrays; the unrounded std gives 1-ulp differences on 84 of the 768 byte values of the ImageNet
+ * constants — checked against `../shared/fixtures/training` `normalize.lut_rgb_by_value`).
  *
  * @param img H*W*3 RGB pixels (bytes or floats)
  * @param h height
@@ -428,9 +430,9 @@ export function normalizeToCHW(
   for (let oc = 0; oc < 3; oc++) {
     const ic = toRgb ? oc : 2 - oc;
     const m = Math.fround(mean[oc]!);
-    const s = std[oc]!;
+    const s = Math.fround(std[oc]!); // mmseg: np.array(std, dtype=np.float32)
     if (!(s !== 0)) throw new RangeError(`normalizeToCHW: std[${oc}] must be non-zero`);
-    const inv = 1 / s; // OpenCV multiplies the float32 difference by the double scalar, then rounds.
+    const inv = 1 / s; // mmcv: 1 / np.float64(std); OpenCV multiplies the float32 difference by it, then rounds.
     const base = oc * plane;
     for (let p = 0; p < plane; p++) {
       out[base + p] = Math.fround(Math.fround(img[p * 3 + ic]! - m) * inv);

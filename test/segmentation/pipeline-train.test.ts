@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { readSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
 import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/tasks/segmentation/random.js';
@@ -646,4 +647,37 @@ test('trainPipeline: seeded runs reproduce; bad input gets a clear error', () =>
     /image has 5 bytes, expected 40x60x3/,
   );
   assert.throws(() => trainPipeline(sample, { ...cfg, padSize: [16, 16] }, new SeededRandom(1)), /does not fit the pad size/);
+});
+
+test('trainPipeline runs in a worker thread (typed arrays only) and gives the main thread\'s result', async () => {
+  const h = 48;
+  const w = 64;
+  const img = Uint8Array.from({ length: h * w * 3 }, (_, i) => (i * 131 + (i >> 5)) & 255);
+  const label = Uint8Array.from({ length: h * w }, (_, i) => 1 + ((i % w >> 4) + (Math.floor(i / w) >> 4)) % 5);
+  const cfg = scaledTrainPipelineCfg(32);
+  const here = trainPipeline({ image: { data: img, height: h, width: w }, label: { data: label, height: h, width: w } }, cfg, new SeededRandom(9, 1, 2));
+  const moduleUrl = new URL('../../src/tasks/segmentation/pipeline-train.js', import.meta.url).href;
+  const randomUrl = new URL('../../src/tasks/segmentation/random.js', import.meta.url).href;
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    (async () => {
+      const P = await import(workerData.moduleUrl);
+      const R = await import(workerData.randomUrl);
+      const d = workerData;
+      const out = P.trainPipeline({ image: { data: d.img, height: d.h, width: d.w }, label: { data: d.label, height: d.h, width: d.w } },
+        d.cfg, new R.SeededRandom(9, 1, 2));
+      parentPort.postMessage(out, [out.img.buffer, out.label.buffer]);
+    })().catch((e) => { throw e; });`;
+  const there = await new Promise<{ img: Float32Array; label: Uint8Array; meta: unknown }>((resolve, reject) => {
+    const worker = new Worker(code, { eval: true, workerData: { moduleUrl, randomUrl, img, label, h, w, cfg } });
+    worker.once('message', (m) => {
+      resolve(m as { img: Float32Array; label: Uint8Array; meta: unknown });
+      void worker.terminate();
+    });
+    worker.once('error', reject);
+  });
+  assert.ok(there.img instanceof Float32Array && there.label instanceof Uint8Array);
+  assert.deepEqual([...there.img], [...here.img]);
+  assert.deepEqual([...there.label], [...here.label]);
+  assert.deepEqual(there.meta, here.meta);
 });

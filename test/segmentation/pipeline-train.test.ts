@@ -289,6 +289,73 @@ test('HSV->BGR: vector and scalar arithmetic really differ (the split matters)',
   assert.ok(diffVector > 0, 'vector arithmetic on the scalar columns should differ somewhere');
 });
 
+/** float32(1 − a·b) rounded once (a true fma), computed exactly with BigInt: an independent reference. */
+function fmaOneMinusExact(a: number, b: number): number {
+  const K = 2n ** 40n;
+  const ai = BigInt(a * 2 ** 40); // exact: a, b are float32 values ≥ 2^-16 or 0
+  const bi = BigInt(b * 2 ** 40);
+  assert.equal(Number(ai) / 2 ** 40, a);
+  assert.equal(Number(bi) / 2 ** 40, b);
+  const num = K * K - ai * bi; // exact value · 2^80, ≥ 0
+  if (num === 0n) return 0;
+  // exponent e with 2^(e-1) <= x < 2^e; float32 ulp 2^(e-24)
+  let e = num.toString(2).length - 80;
+  const shift = 80 + e - 24; // ulp = 2^(shift - 80)
+  let q: bigint;
+  if (shift >= 0) {
+    const d = 2n ** BigInt(shift);
+    q = num / d;
+    const r = num - q * d;
+    if (2n * r > d || (2n * r === d && (q & 1n) === 1n)) q += 1n;
+  } else {
+    q = num * 2n ** BigInt(-shift);
+  }
+  e = shift - 80;
+  return Number(q) * 2 ** e;
+}
+
+test('HSV->BGR vector path: the fused 1 - s*h terms are exactly rounded for every (H, S) (BigInt reference)', () => {
+  const fr = Math.fround;
+  const inv255 = fr(1 / 255);
+  const hscale = fr(6 / 180);
+  const sectors = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
+  const vs = [1, 77, 200, 255];
+  const w = 256;
+  const h = 180 * vs.length;
+  const hsv = new Uint8Array(h * w * 3);
+  const expected = new Uint8Array(h * w * 3);
+  let unfusedDiffers = 0;
+  for (let vi = 0; vi < vs.length; vi++) {
+    for (let H = 0; H < 180; H++) {
+      for (let S = 0; S < 256; S++) {
+        const V = vs[vi]!;
+        const i = ((vi * 180 + H) * w + S) * 3;
+        hsv[i] = H;
+        hsv[i + 1] = S;
+        hsv[i + 2] = V;
+        const s = fr(S * inv255);
+        const v = fr(V * inv255);
+        const hh = fr(H * hscale);
+        const sector = Math.trunc(hh);
+        const hf = fr(hh - sector);
+        const f2 = fmaOneMinusExact(s, hf);
+        const f3 = fmaOneMinusExact(s, fr(1 - hf));
+        if (f3 !== fr(1 - fr(s * fr(1 - hf)))) unfusedDiffers++;
+        const t = [v, fr(v * fr(1 - s)), fr(v * f2), fr(v * f3)];
+        const [bk, gk, rk] = sectors[sector]!;
+        expected[i] = Math.trunc(fr(t[bk!]! * 255));
+        expected[i + 1] = Math.trunc(fr(t[gk!]! * 255));
+        expected[i + 2] = Math.trunc(fr(t[rk!]! * 255));
+      }
+    }
+  }
+  const got = hsvToBgr(hsv, h, w, 'bgr', undefined, 32); // 256 = 8 blocks of 32: every pixel vector
+  let bad = 0;
+  for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) bad++;
+  assert.equal(bad, 0, `${bad} bytes differ from the exactly rounded reference`);
+  assert.ok(unfusedDiffers > 0, 'fused and unfused 1 - s(1 - h) should differ for some (H, S)');
+});
+
 test('resize_tables: OpenCV INTER_LINEAR (uint8, incl. exact-half) and INTER_NEAREST', { skip: SKIP }, () => {
   const c = getCase('resize_tables');
   const items = c.items as { index: number; src_hw: [number, number]; channels: number; dst_hw: [number, number]; interpolation: string }[];

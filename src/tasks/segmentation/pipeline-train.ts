@@ -831,7 +831,14 @@ function cachedNormalizeLut(mean: readonly number[], std: readonly number[]): Fl
  *
  * The image may be RGB (default, as `readImage` returns) or BGR; the result is identical to
  * mmseg's on the same picture loaded by OpenCV (BGR) with the same draws. Pure typed-array code:
- * safe in worker threads; the input arrays are not modified.
+ * safe in worker threads; the input arrays are not modified. The result's `img.buffer` and
+ * `label.buffer` are fresh and may be transferred (`postMessage(out, [out.img.buffer, out.label.buffer])`).
+ *
+ * Seeding with several workers: give each sample its own stream, e.g.
+ * `new SeededRandom(seed, epoch, indexInEpoch)`; then the augmentation of a sample does not depend
+ * on which worker runs it or when, and resuming needs only those counters (a single shared stream
+ * would need its {@link SeededRandom.getState} saved instead, and a fixed processing order).
+ * The image is resized only inside the chosen crop box (byte-identical to resizing it all).
  *
  * @param sample image + raw label map
  * @param cfg pipeline values ({@link ADE20K_TRAIN_PIPELINE} for the recipe)

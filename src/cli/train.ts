@@ -4,7 +4,7 @@
  * stderr; with `--json` stdout holds one summary object.
  */
 import { resolve } from 'node:path';
-import { cuda, setNumThreads } from '../engine/index.js';
+import { autocastSupported, cuda, setNumThreads } from '../engine/index.js';
 import { ProgressBar } from '../tools/progress.js';
 import { loadConfig } from '../tasks/segmentation/configs.js';
 import { buildSegmentor } from '../tasks/segmentation/inference.js';
@@ -106,7 +106,8 @@ export const trainCommand: TrainCommand = {
     const amp = str(p, 'amp');
     if (amp !== undefined) {
       if (amp !== 'bf16' && amp !== 'fp16') throw new UsageError(`--amp must be bf16 or fp16, got ${JSON.stringify(amp)}`);
-      throw new UsageError('--amp: mixed precision training is not available in this build yet (train in float32)');
+      if (amp === 'fp16' && device === 'cpu') throw new UsageError('--amp fp16 needs --device cuda (float16 autocast is CUDA-only); use --amp bf16 on CPU');
+      if (!autocastSupported()) throw new Error('--amp: this native addon has no autocast support; rebuild it (node scripts/build-native.mjs)');
     }
     const logInterval = intOption(p, 'log-interval', 10);
     const opt = <T>(key: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [key]: v });
@@ -123,7 +124,7 @@ export const trainCommand: TrainCommand = {
       ...opt('iters', p.options.iters === undefined ? undefined : intOption(p, 'iters', 1)),
       ...opt('batch', p.options.batch === undefined ? undefined : intOption(p, 'batch', 1)),
       ...opt('lr', num(p, 'lr')),
-      device, resume,
+      device, resume, amp: (amp as 'bf16' | 'fp16' | undefined) ?? null,
       ...opt('evalInterval', p.options['eval-interval'] === undefined ? undefined : intOption(p, 'eval-interval', 0, 0)),
       ...opt('evalLimit', p.options['eval-limit'] === undefined ? undefined : intOption(p, 'eval-limit', 1)),
       ...opt('checkpointInterval', p.options['checkpoint-interval'] === undefined ? undefined : intOption(p, 'checkpoint-interval', 1)),

@@ -135,3 +135,44 @@ test('train --describe-params --json: the authors\' ViT-Adapter-T groups equal t
   assert.equal(gb[0]!.group_name, 'layer_0_decay');
   assert.equal(gb.find((g) => g.group_name === 'layer_12_decay')!.lr_scale, 0.95);
 });
+
+test('train CLI on an ADE20K-layout dataset (JPEG images, reduce_zero_label, 150 classes) with --dataset ade20k', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'train-ade-'));
+  try {
+    const { generateScene } = await import('../../src/tasks/segmentation/synthetic.js');
+    const { writeRgbJpeg } = await import('../../src/io/image.js');
+    const root = join(dir, 'ADEChallengeData2016');
+    for (const [split, n] of [['training', 4], ['validation', 2]] as const) {
+      for (let i = 0; i < n; i++) {
+        const s = generateScene({ width: 80, height: 64, seed: i + (split === 'training' ? 0 : 100) });
+        await writeRgbJpeg(join(root, 'images', split, `ADE_${i}.jpg`), s.image, 64, 80);
+        await writeLabelPng(join(root, 'annotations', split, `ADE_${i}.png`), s.semantic.map((v) => v + 1), 64, 80);
+      }
+    }
+    const cfg = join(dir, 'ade_tiny.json');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(cfg, JSON.stringify({
+      base: 'upernet_deit_adapter_tiny_512_160k_ade20k',
+      model: {
+        backbone: { embed_dim: 32, depth: 4, num_heads: 2, deform_num_heads: 2, conv_inplane: 8, interaction_indexes: [[0, 0], [1, 1], [2, 2], [3, 3]] },
+        decode_head: { in_channels: [32, 32, 32, 32], channels: 16 }, auxiliary_head: { in_channels: 32, channels: 8 }, test_cfg: { mode: 'whole' },
+      },
+      test_pipeline: { img_scale: [256, 64] },
+      train: {
+        max_iters: 2, samples_per_gpu: 2, eval_interval: 2, checkpoint_interval: 2,
+        optimizer: { paramwise_cfg: { num_layers: 4, layer_decay_rate: 0.95 } }, pipeline: { img_scale: [256, 64], crop_size: [64, 64] },
+      },
+    }));
+    const r = runBin(['train', '--config', cfg, '--data', root, '--dataset', 'ade20k', '--work-dir', join(dir, 'w'), '--workers', '1', '--threads', '1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { losses: Record<string, number>; train_samples: number; val_samples: number; mIoU: number };
+    assert.equal(j.train_samples, 4);
+    assert.equal(j.val_samples, 2);
+    // 150 classes from scratch: the cross entropy starts near ln(150) = 5.01
+    assert.ok(Math.abs(j.losses['decode.loss_ce']! - Math.log(150)) < 1, String(j.losses['decode.loss_ce']));
+    assert.equal(typeof j.mIoU, 'number');
+    assert.equal(runBin(['train', '--config', 'upernet_vit_adapter_synth', '--data', root, '--dataset', 'ade20k', '--work-dir', join(dir, 'x')]).code, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

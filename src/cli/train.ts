@@ -140,7 +140,7 @@ export const trainCommand: TrainCommand = {
       onIteration: (r, it) => {
         const l = r.losses;
         const terms = Object.entries(l).filter(([k]) => k.includes('loss')).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
-        const note = `${terms} lr ${r.lr.toExponential(2)} wait ${(it.dataWaitShare * 100).toFixed(0)}%`;
+        const note = `lr ${r.lr.toExponential(2)} wait ${(it.dataWaitShare * 100).toFixed(0)}% ${terms}`;
         if (tty) {
           bar ??= new ProgressBar(it.total - it.done + 1, { label: 'train' });
           bar.tick(1, `it ${it.done} ${note}`);

@@ -9,6 +9,7 @@ import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from '
 import { installPipeGuard, print, warn } from './output.js';
 import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
+import { trainingCommands } from './train.js';
 
 interface Command {
   summary: string;
@@ -130,6 +131,7 @@ const commands: Record<string, Command> = {
     },
   },
   ...segmentationCommands,
+  ...trainingCommands,
 };
 
 function help(): void {

@@ -818,6 +818,20 @@ export function manualSeed(seed: number): void {
   backend().manualSeed(seed);
 }
 
+/**
+ * The default CPU random generator's state (as `torch.get_rng_state()`): opaque bytes for {@link setRngState}.
+ * Dropout and drop-path masks on CPU come from this generator.
+ */
+export function getRngState(): Uint8Array {
+  return backend().getRngState();
+}
+
+/** Restores a state returned by {@link getRngState} (throws a libtorch error for bytes of another size/format). */
+export function setRngState(state: Uint8Array): void {
+  if (!(state instanceof Uint8Array)) throw new TypeError('setRngState(): expected a Uint8Array from getRngState()');
+  backend().setRngState(state);
+}
+
 /** Sets the number of CPU threads libtorch uses for intra-op parallelism. */
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new Error(`setNumThreads(): expected a positive integer, got ${n}`);

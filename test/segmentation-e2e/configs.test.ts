@@ -8,6 +8,7 @@ import {
 } from '../../src/tasks/segmentation/configs.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE } from '../../src/tasks/segmentation/classes.js';
 import { buildSegmentor } from '../../src/tasks/segmentation/inference.js';
+import type { ViTAdapterOptions } from '../../src/models/adapter/vit-adapter.js';
 import { tinyModelOverrides, writeTinyConfig } from './helpers.js';
 
 test('presets: the authors\' ADE20K config names and values', () => {
@@ -21,7 +22,7 @@ test('presets: the authors\' ADE20K config names and values', () => {
   ];
   for (const [s, D, heads, dheads, dpr] of sizes) {
     const c = getPreset(`upernet_deit_adapter_${s}_512_160k_ade20k`);
-    const b = c.model.backbone;
+    const b = c.model.backbone as ViTAdapterOptions;
     assert.equal(b.embed_dim, D);
     assert.equal(b.depth, 12);
     assert.equal(b.num_heads, heads);
@@ -52,14 +53,15 @@ test('presets: the authors\' ADE20K config names and values', () => {
     assert.equal(paletteOf(c), ADE20K_PALETTE);
   }
   const L = getPreset('upernet_augreg_adapter_large_512_160k_ade20k');
-  assert.equal(L.model.backbone.embed_dim, 1024);
-  assert.equal(L.model.backbone.depth, 24);
-  assert.equal(L.model.backbone.num_heads, 16);
-  assert.equal(L.model.backbone.deform_num_heads, 16);
-  assert.equal(L.model.backbone.deform_ratio, 0.5);
-  assert.equal(L.model.backbone.drop_path_rate, 0.4);
-  assert.equal(L.model.backbone.pretrain_size, 384);
-  assert.deepEqual(L.model.backbone.interaction_indexes, [[0, 5], [6, 11], [12, 17], [18, 23]]);
+  const Lb = L.model.backbone as ViTAdapterOptions;
+  assert.equal(Lb.embed_dim, 1024);
+  assert.equal(Lb.depth, 24);
+  assert.equal(Lb.num_heads, 16);
+  assert.equal(Lb.deform_num_heads, 16);
+  assert.equal(Lb.deform_ratio, 0.5);
+  assert.equal(Lb.drop_path_rate, 0.4);
+  assert.equal(Lb.pretrain_size, 384);
+  assert.deepEqual(Lb.interaction_indexes, [[0, 5], [6, 11], [12, 17], [18, 23]]);
   assert.deepEqual(L.img_norm_cfg, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5], to_rgb: true });
   assert.deepEqual(L.model.decode_head.in_channels, [1024, 1024, 1024, 1024]);
   const F = getPreset('fpn_deit_adapter_small_512_80k_ade20k');

@@ -161,13 +161,31 @@ export function accuracy(logits: Tensor, label: Tensor, o: AccuracyOptions = {})
   });
 }
 
+/**
+ * mmseg 0.20.2's `accuracy(seg_logit, seg_label)` as `BaseDecodeHead.losses` logs it in `acc_seg`:
+ * `100 · #(argmax == label) / (N·H·W)` evaluated as torch does in float32 (`correct.float().sum() * float32(100 / numel)`),
+ * ignored pixels counted as wrong (mmseg added `ignore_index` to the accuracy in 0.22 and the epsilons later).
+ */
+export function accuracyMmseg020(logits: Tensor, label: Tensor): Tensor {
+  return noGrad(() => {
+    const lab = toLabelMap(label);
+    if (logits.ndim !== lab.ndim + 1 || logits.shape[0] !== lab.shape[0]) {
+      throw new Error(`accuracy: scores [${logits.shape.join(', ')}] do not match labels [${lab.shape.join(', ')}]`);
+    }
+    const { indices } = topk(logits, 1, 1);
+    const count = indices.squeeze(1).eq(lab).sum().item();
+    const v = Math.fround(Math.fround(count) * Math.fround(100 / lab.numel()));
+    return tensor([v], { dtype: 'float32', device: logits.device, shape: [] });
+  });
+}
+
 /** The loss terms and accuracy of a head. */
 export interface HeadLosses {
   /** Sum of all weighted loss terms (what is back-propagated). */
   loss: Tensor;
   /** Each loss term by its `loss_name` (`loss_ce` by default), weighted by its `loss_weight`. */
   terms: Record<string, Tensor>;
-  /** Pixel accuracy in percent, non-ignored pixels (0-d, no gradient). */
+  /** Pixel accuracy in percent over all label pixels, mmseg 0.20.2 (0-d float32, no gradient). */
   acc_seg: Tensor;
 }
 
@@ -365,7 +383,8 @@ export abstract class DecodeHead extends Module {
    * cross entropy (ignore_index, class weights, `loss_weight`), summed by `loss_name`; plus the pixel accuracy.
    * Reduction `mean` divides the summed per-pixel losses by the number of label pixels (mmseg 0.20 semantics, ignored
    * pixels included with loss 0), or by the number of non-ignored pixels with `avg_non_ignore: true`.
-   * `acc_seg` counts non-ignored pixels only (mmseg ≥ 0.24; 0.20.2 divided by all pixels, ignored ones included).
+   * `acc_seg` is mmseg 0.20.2's ({@link accuracyMmseg020}): correct pixels over all label pixels, ignored ones
+   * included (so they count as wrong), as the authors' logs show it.
    * @param label N×H×W (or N×1×H×W) integer class map, `ignore_index` where unlabeled
    */
   losses(logits: Tensor, label: Tensor): HeadLosses {
@@ -393,7 +412,7 @@ export abstract class DecodeHead extends Module {
     const names = Object.keys(terms);
     let loss = terms[names[0]!]!;
     for (const n of names.slice(1)) loss = loss.add(terms[n]!);
-    return { loss, terms, acc_seg: accuracy(lg, lab, { ignoreIndex: this.ignoreIndex }) };
+    return { loss, terms, acc_seg: accuracyMmseg020(lg, lab) };
   }
 
   /** mmseg `forward_train`: forward then {@link losses}. */

@@ -18,8 +18,10 @@ import { readRegularFile } from '../../io/files.js';
 import { BACKBONE_PRESETS, backbonePreset } from '../../models/adapter/presets.js';
 import type { ViTAdapterOptions } from '../../models/adapter/vit-adapter.js';
 import type { BEiTAdapterOptions } from '../../models/adapter/beit-adapter.js';
+import type { ViTBaselineOptions } from '../../models/vit-baseline.js';
 import { ADE20K_CLASSES, ADE20K_PALETTE, type Palette, generatePalette, validatePalette } from './classes.js';
 import { SYNTHETIC_CLASSES, SYNTHETIC_PALETTE } from './synthetic.js';
+import { ADE20K_RECIPE, type TrainRecipe, validateRecipe } from './train-recipe.js';
 
 /** A config dict passed to the head / neck builders (mmseg keys, verbatim; `type` names the class). */
 export type ModuleDict = { type: string } & Record<string, unknown>;
@@ -69,14 +71,16 @@ export interface TestCfg {
 }
 
 /** Backbone types a config can name (`model.backbone.type`). */
-export const BACKBONE_TYPES: readonly string[] = Object.freeze(['ViTAdapter', 'BEiTAdapter']);
+export const BACKBONE_TYPES: readonly string[] = Object.freeze(['ViTAdapter', 'BEiTAdapter', 'ViTBaseline']);
 
 /**
- * A backbone config: the class (`type`, default `ViTAdapter`) and its constructor kwargs (the authors' names).
+ * A backbone config: the class (`type`, default `ViTAdapter`; `ViTBaseline` is the plain-ViT ablation) and its
+ * constructor kwargs (the authors' names).
  * `BEiTAdapter` configs may carry `pretrained` (a BEiT / BEiTv2 checkpoint loaded at construction, with the
  * authors' relative-position resizing); the presets leave it out.
  */
-export type BackboneCfg = (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' });
+export type BackboneCfg = (ViTAdapterOptions & { type?: 'ViTAdapter' }) | (BEiTAdapterOptions & { type: 'BEiTAdapter' })
+  | (ViTBaselineOptions & { type: 'ViTBaseline' });
 
 /** The segmentor (`EncoderDecoder`) config. */
 export interface ModelCfg {
@@ -122,6 +126,8 @@ export interface SegConfig {
   img_norm_cfg: ImgNormCfg;
   test_pipeline: TestPipelineCfg;
   dataset: DatasetCfg;
+  /** The training recipe (optimizer, schedule, pipeline, ...; see `train-recipe.ts`), or absent/null for none. */
+  train?: TrainRecipe | null;
 }
 
 /** Recursively optional, for overrides. Arrays are replaced, not merged. */
@@ -130,7 +136,7 @@ export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object
 /** What a JSON config file may contain: `base` (a preset name) plus overrides of any {@link SegConfig} field. */
 export type ConfigOverrides = DeepPartial<SegConfig> & { base?: string };
 
-const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset'];
+const TOP_KEYS: readonly string[] = ['name', 'description', 'source', 'model', 'img_norm_cfg', 'test_pipeline', 'dataset', 'train'];
 const MODEL_KEYS: readonly string[] = ['backbone', 'neck', 'decode_head', 'auxiliary_head', 'test_cfg', 'align_corners'];
 const NORM_KEYS: readonly string[] = ['mean', 'std', 'to_rgb'];
 const PIPE_KEYS: readonly string[] = ['img_scale', 'keep_ratio', 'size_divisor', 'flip', 'img_ratios', 'setr_crop_size', 'pad_short_side'];
@@ -295,7 +301,21 @@ function upernet(name: string, size: Size, o: { norm: ImgNormCfg; backbone?: ViT
       test_cfg: structuredClone(SLIDE_512), align_corners: false,
     },
     img_norm_cfg: structuredClone(o.norm), test_pipeline: structuredClone(ADE_TEST_PIPELINE), dataset: structuredClone(ADE_DATASET),
+    train: adeRecipe(size),
   };
+}
+
+/**
+ * The authors' ADE20K recipe for a size: the values of the T config (checked against the fixture); for S/B/L the
+ * same values with `num_layers` = the backbone's depth (their files were not available to check here).
+ */
+function adeRecipe(size: Size): TrainRecipe {
+  const r = structuredClone(ADE20K_RECIPE) as TrainRecipe;
+  if (size !== 'tiny') {
+    r.optimizer.paramwise_cfg = { num_layers: BACKBONE_PRESETS[size].depth, layer_decay_rate: 0.95 };
+    r.source = `${r.source}; ${size}: the T recipe with num_layers ${BACKBONE_PRESETS[size].depth} (the authors' ${size} file was not checked)`;
+  }
+  return r;
 }
 
 function semanticFpn(name: string, size: Size, description: string): SegConfig {
@@ -313,13 +333,14 @@ function semanticFpn(name: string, size: Size, description: string): SegConfig {
 
 /**
  * A tiny model for the synthetic scenes of `synthetic.ts` (9 classes): ViT-Adapter-T with UPerHead and the auxiliary
- * FCNHead, whole-image inference at the scene's own size. Used by the `demo` command; there is no trained checkpoint.
+ * FCNHead, whole-image inference at the scene's own size. The `demo` fallback (random weights) when the trained
+ * `upernet_vit_adapter_synth` checkpoint is missing.
  */
 function syntheticTiny(): SegConfig {
   const n = SYNTHETIC_CLASSES.length;
   return {
     name: 'upernet_deit_adapter_tiny_synthetic',
-    description: `ViT-Adapter-T + UperNet for the ${n} synthetic-scene classes (demo; no trained checkpoint exists)`,
+    description: `ViT-Adapter-T + UperNet for the ${n} synthetic-scene classes (untrained; the trained model is upernet_vit_adapter_synth)`,
     source: 'this project (synthetic scenes of synthetic.ts)',
     model: {
       backbone: backbone('tiny'), neck: null, decode_head: uperHeadCfg(192, n), auxiliary_head: auxHeadCfg(192, n),
@@ -394,6 +415,72 @@ function mask2formerBeit(name: string, crop: 640 | 896, pipeline: TestPipelineCf
 const M2F_640_SS: TestPipelineCfg = { img_scale: [2048, 640], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
 const M2F_896_SS: TestPipelineCfg = { img_scale: [3584, 896], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null };
 
+/** Side of the compact synthetic presets' crops and scenes. */
+export const SYNTH_SIZE = 128;
+
+/**
+ * The compact models trained on CPU on the synthetic scenes (`vit-adapter synth`): a 96-wide, 8-block ViT (3 heads)
+ * with the adapter (4 interactions of 2 blocks, 3 deformable heads, conv_inplane 16) or, for the ablation, the
+ * plain-ViT baseline pyramid; UperNet with 64 channels and the auxiliary FCN head with 32; 128×128 crops; a short
+ * poly schedule. The dataset is the `custom` layout `synth` writes (`img_dir/{train,val}`, `ann_dir/{train,val}`).
+ */
+function synthCompact(kind: 'adapter' | 'baseline'): SegConfig {
+  const n = SYNTHETIC_CLASSES.length;
+  const D = 96;
+  const depth = 8;
+  const vit = {
+    embed_dim: D, depth, num_heads: 3, mlp_ratio: 4, qkv_bias: true, layer_scale: true, drop_path_rate: 0.1,
+    pretrain_size: SYNTH_SIZE, patch_size: 16, interaction_indexes: [[0, 1], [2, 3], [4, 5], [6, 7]] as [number, number][],
+  };
+  const backbone: ModelCfg['backbone'] = kind === 'adapter'
+    ? {
+      type: 'ViTAdapter', ...vit, conv_inplane: 16, n_points: 4, deform_num_heads: 3, cffn_ratio: 0.25, deform_ratio: 1.0,
+      with_cffn: true, add_vit_feature: true, use_extra_extractor: true, init_values: 0, window_attn: false,
+    }
+    : { type: 'ViTBaseline', ...vit };
+  const name = kind === 'adapter' ? 'upernet_vit_adapter_synth' : 'upernet_vit_baseline_synth';
+  return {
+    name,
+    description: kind === 'adapter'
+      ? `compact ViT-Adapter (96-wide, 8 blocks) + UperNet for the ${n} synthetic-scene classes, ${SYNTH_SIZE}×${SYNTH_SIZE}; trained checkpoint shipped (assets/)`
+      : `ablation: the same ViT without the adapter (simple pyramid from 4 stages) + UperNet, synthetic scenes`,
+    source: 'this project (trained on CPU on `vit-adapter synth` scenes)',
+    model: {
+      backbone, neck: null, decode_head: uperHeadCfg(D, n, 64), auxiliary_head: auxHeadCfg(D, n, 32),
+      test_cfg: { mode: 'whole' }, align_corners: false,
+    },
+    img_norm_cfg: structuredClone(IMAGENET_NORM),
+    test_pipeline: { img_scale: [4 * SYNTH_SIZE, SYNTH_SIZE], keep_ratio: true, size_divisor: 32, flip: false, img_ratios: null },
+    dataset: {
+      type: 'CustomDataset', data_root: 'data/synthetic', img_dir: 'img_dir/val', ann_dir: 'ann_dir/val', img_suffix: '.png',
+      seg_map_suffix: '.png', reduce_zero_label: false, ignore_index: 255, classes: [...SYNTHETIC_CLASSES],
+      palette: SYNTHETIC_PALETTE.map((c) => [c[0], c[1], c[2]]),
+    },
+    train: {
+      optimizer: {
+        type: 'AdamW', lr: 1.2e-3, betas: [0.9, 0.999], weight_decay: 0.01, constructor: 'LayerDecayOptimizerConstructor',
+        paramwise_cfg: { num_layers: depth, layer_decay_rate: 1.0 },
+      },
+      optimizer_config: { grad_clip: null, cumulative_iters: 1 },
+      lr_config: { policy: 'poly', warmup: 'linear', warmup_iters: 50, warmup_ratio: 1e-6, power: 1.0, min_lr: 0.0, by_epoch: false },
+      max_iters: 350,
+      samples_per_gpu: 4,
+      workers_per_gpu: 1,
+      checkpoint_interval: 50,
+      max_keep_ckpts: 2,
+      eval_interval: 50,
+      pipeline: {
+        img_scale: [4 * SYNTH_SIZE, SYNTH_SIZE], ratio_range: [0.5, 2.0], crop_size: [SYNTH_SIZE, SYNTH_SIZE], cat_max_ratio: 0.75,
+        flip_prob: 0.5, photo_metric_distortion: true,
+      },
+      train_split: { img_dir: 'img_dir/train', ann_dir: 'ann_dir/train' },
+      val_split: { img_dir: 'img_dir/val', ann_dir: 'ann_dir/val' },
+      source: 'this project: the authors\' recipe shape (AdamW, layer-decay groups, poly with linear warmup, mmseg augmentation) ' +
+        'scaled to a from-scratch CPU run of about 20 minutes (lr 1.2e-3, decay rate 1.0, 350 iterations, batch 4, 128 px)',
+    },
+  };
+}
+
 const PRESET_BUILDERS: Record<string, () => SegConfig> = {
   upernet_deit_adapter_tiny_512_160k_ade20k: () => upernet('upernet_deit_adapter_tiny_512_160k_ade20k', 'tiny', {
     norm: IMAGENET_NORM, backbone: { drop_path_rate: 0.1 }, description: 'UperNet + ViT-Adapter-T (DeiT-T init), ADE20K 512×512, 160k',
@@ -441,6 +528,8 @@ const PRESET_BUILDERS: Record<string, () => SegConfig> = {
     'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 80k, multi-scale + flip test'),
   mask2former_beitv2_adapter_large_896_160k_ade20k_ss: () => mask2formerBeit('mask2former_beitv2_adapter_large_896_160k_ade20k_ss', 896,
     { ...M2F_896_SS }, 'Mask2Former + BEiT-Adapter-L (BEiTv2-L init), ADE20K 896×896, 160k'),
+  upernet_vit_adapter_synth: () => synthCompact('adapter'),
+  upernet_vit_baseline_synth: () => synthCompact('baseline'),
 };
 
 function mask2formerBeit640(mode: 'ss' | 'ms'): SegConfig {
@@ -479,7 +568,7 @@ export function listConfigs(): ConfigSummary[] {
     const t = c.model.test_cfg;
     return {
       name, description: c.description, source: c.source,
-      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
+      backbone: `${b.type === 'BEiTAdapter' ? 'BEiT-Adapter' : b.type === 'ViTBaseline' ? 'plain ViT' : 'ViT-Adapter'} (${b.embed_dim}-wide, ${b.depth} blocks)`, embed_dim: b.embed_dim ?? 0, depth: b.depth ?? 0,
       decode_head: c.model.decode_head.type, neck: c.model.neck?.type ?? null, auxiliary_head: c.model.auxiliary_head?.type ?? null,
       num_classes: numClassesOf(c),
       test_mode: t.mode === 'slide' ? `slide ${t.crop_size?.join('×')} stride ${t.stride?.join('×')}` : 'whole',
@@ -544,7 +633,7 @@ export function validateConfig(c: SegConfig): SegConfig {
   const where = `config ${JSON.stringify(c?.name ?? '?')}`;
   if (!isPlainObject(c)) throw new ConfigError('config must be an object');
   checkKeys(where, c as unknown as Record<string, unknown>, TOP_KEYS);
-  for (const k of TOP_KEYS) if ((c as unknown as Record<string, unknown>)[k] === undefined) throw new ConfigError(`${where}: missing ${k}`);
+  for (const k of TOP_KEYS) if (k !== 'train' && (c as unknown as Record<string, unknown>)[k] === undefined) throw new ConfigError(`${where}: missing ${k}`);
   if (typeof c.name !== 'string' || !c.name) throw new ConfigError(`${where}: name must be a non-empty string`);
   const m = c.model;
   if (!isPlainObject(m)) throw new ConfigError(`${where}: model must be an object`);
@@ -621,6 +710,13 @@ export function validateConfig(c: SegConfig): SegConfig {
       validatePalette(d.palette, classes.length);
     } catch (e) {
       throw new ConfigError(`${where}: dataset.palette: ${(e as Error).message}`);
+    }
+  }
+  if (c.train !== undefined && c.train !== null) {
+    try {
+      validateRecipe(where, c.train);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
     }
   }
   return c;

@@ -1,7 +1,7 @@
 /**
  * Semantic segmentation with ViT-Adapter: class lists and palettes, datasets, metrics, the image test pipeline,
  * synthetic scenes, the `EncoderDecoder` segmentor, the authors' configs, inference (whole / slide / TTA) and
- * dataset evaluation.
+ * dataset evaluation; the training pipeline (mmseg augmentation, OpenCV-exact colour conversions, seeded random sources).
  */
 export * from './classes.js';
 export * from './datasets.js';
@@ -12,3 +12,6 @@ export * from './segmentor.js';
 export * from './configs.js';
 export * from './inference.js';
 export * from './evaluate.js';
+export * from './random.js';
+export * from './cv-color.js';
+export * from './pipeline-train.js';

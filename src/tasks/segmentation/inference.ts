@@ -33,6 +33,7 @@ import type { HeadConfig, NeckConfig } from '../../models/heads/index.js';
 import { flipHorizontalHWC, normalizeToCHW, rescaleSize, resizeBilinearHWC, sizeToMultiple } from './pipeline-image.js';
 import { type Backbone, EncoderDecoder } from './segmentor.js';
 import { BACKBONE_TYPES, type BackboneCfg, type SegConfig, type TestCfg, type TestPipelineCfg, classNamesOf } from './configs.js';
+import { ViTBaseline, type ViTBaselineOptions } from '../../models/vit-baseline.js';
 
 /** Anything with mmseg's `encode_decode`: N×3×H×W normalised image → N×C×H×W logits at the input size. */
 export interface SegModel {
@@ -56,7 +57,7 @@ export interface BuildOptions {
 }
 
 /**
- * Builds a config's backbone by its `type`: `ViTAdapter` (also when absent) or `BEiTAdapter`. A BEiT-Adapter config
+ * Builds a config's backbone by its `type`: `ViTAdapter` (also when absent), `BEiTAdapter` or `ViTBaseline`. A BEiT-Adapter config
  * with `pretrained` loads that BEiT checkpoint at construction (relative position tables re-sampled).
  */
 export function buildBackbone(cfg: BackboneCfg): Backbone {
@@ -64,6 +65,7 @@ export function buildBackbone(cfg: BackboneCfg): Backbone {
   switch (type ?? 'ViTAdapter') {
     case 'ViTAdapter': return new ViTAdapter(kwargs as ViTAdapterOptions);
     case 'BEiTAdapter': return new BEiTAdapter(kwargs as BEiTAdapterOptions);
+    case 'ViTBaseline': return new ViTBaseline(kwargs as ViTBaselineOptions);
     default: throw new Error(`unknown backbone type ${JSON.stringify(type)}; expected ${BACKBONE_TYPES.join(' or ')}`);
   }
 }
@@ -116,6 +118,8 @@ export function loadSegmentorWeights(model: EncoderDecoder, checkpointPath: stri
   o: { allowNonfinite?: boolean } = {}): LoadReport {
   const { sources, checkpoint } = openStateDict(checkpointPath, { strip: ['module.'] });
   try {
+    // A training checkpoint (`vit-adapter train`) also holds the optimizer and RNG state: not model weights.
+    for (const k of [...sources.keys()]) if (k.startsWith('optimizer.') || k.startsWith('rng.')) sources.delete(k);
     const hasAux = model.auxiliary_head !== null;
     const auxKeys = [...sources.keys()].filter((k) => k.startsWith('auxiliary_head.'));
     const notes: string[] = [];

@@ -1,0 +1,220 @@
+/**
+ * Training commands of the `vit-adapter` CLI: `train` (fine-tune / train a segmentor with the authors' recipe,
+ * `--describe-params` for the optimizer's parameter groups) and `synth` (write a generated dataset). Progress goes to
+ * stderr; with `--json` stdout holds one summary object.
+ */
+import { resolve } from 'node:path';
+import { autocastSupported, cuda, setNumThreads } from '../engine/index.js';
+import { ProgressBar } from '../tools/progress.js';
+import { loadConfig } from '../tasks/segmentation/configs.js';
+import { buildSegmentor } from '../tasks/segmentation/inference.js';
+import { effectiveRecipe, paramGroupsFor, trainSegmentor } from '../tasks/segmentation/train.js';
+import { writeSyntheticSplits } from '../tasks/segmentation/synth-splits.js';
+import { describeParamGroups } from '../train/param-groups.js';
+import { formatPretrainedReport } from '../train/pretrained.js';
+import { exportWeights } from '../train/checkpoint.js';
+import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
+
+/** A CLI command (the shape of `main.ts`'s `commands` entries). */
+export interface TrainCommand {
+  summary: string;
+  usage: string;
+  options: OptionSpec;
+  run(p: Parsed): Promise<number> | number;
+}
+
+const print = (s: string): void => { process.stdout.write(`${s}\n`); };
+const warn = (s: string): void => { process.stderr.write(`${s}\n`); };
+
+function str(p: Parsed, key: string): string | undefined {
+  const v = p.options[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
+  return v;
+}
+
+function num(p: Parsed, key: string): number | undefined {
+  const v = p.options[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number') throw new UsageError(`--${key} expects a number`);
+  return v;
+}
+
+const fmt = (x: number): string => (Math.abs(x) >= 0.01 || x === 0 ? x.toFixed(4) : x.toExponential(2));
+
+/** `train`. */
+export const trainCommand: TrainCommand = {
+  summary: 'train a segmentor with the authors\' recipe (AdamW + layer decay, poly + warmup, mmseg augmentation), checkpoints, resume',
+  usage: 'vit-adapter train --config NAME|file.json --data ROOT --work-dir DIR [--dataset ade20k|custom] [--pretrained FILE] ' +
+    '[--iters N] [--batch N] [--lr X] [--device cpu|cuda] [--amp bf16|fp16] [--resume [FILE]] [--eval-interval N] ' +
+    '[--eval-limit N] [--checkpoint-interval N] [--keep K] [--seed S] [--threads N] [--workers N] [--accumulate N] ' +
+    '[--clip-grad X] [--freeze-backbone] [--with-cp] [--skip-bad-samples] [--train-img-dir D --train-ann-dir D ' +
+    '--val-img-dir D --val-ann-dir D] [--log-interval N] [--export FILE.safetensors] [--json] | --describe-params --config NAME [--json]',
+  options: {
+    config: 'string', data: 'string', dataset: 'string', 'work-dir': 'string', pretrained: 'string', iters: 'number',
+    batch: 'number', lr: 'number', device: 'string', amp: 'string', resume: 'boolean', 'eval-interval': 'number',
+    'eval-limit': 'number', 'checkpoint-interval': 'number', keep: 'number', seed: 'number', threads: 'number',
+    workers: 'number', accumulate: 'number', 'clip-grad': 'number', 'freeze-backbone': 'boolean', 'with-cp': 'boolean',
+    'skip-bad-samples': 'boolean', 'train-img-dir': 'string', 'train-ann-dir': 'string', 'val-img-dir': 'string',
+    'val-ann-dir': 'string', 'log-interval': 'number', json: 'boolean', 'describe-params': 'boolean', export: 'string',
+  },
+  async run(p) {
+    if (p.options.threads !== undefined) setNumThreads(intOption(p, 'threads', 1));
+    const configName = str(p, 'config');
+    if (!configName) throw new UsageError('train: --config NAME|file.json is required');
+    const config = loadConfig(configName);
+    const json = Boolean(p.options.json);
+    if (p.options['describe-params']) {
+      if (p.positionals.length) throw new UsageError(`train --describe-params: unexpected argument ${JSON.stringify(p.positionals[0])}`);
+      const recipe = effectiveRecipe(config, { ...(num(p, 'lr') !== undefined ? { lr: num(p, 'lr')! } : {}) });
+      const model = buildSegmentor(config);
+      const groups = paramGroupsFor(model, recipe, p.options['freeze-backbone'] ? ['backbone.'] : []);
+      const d = describeParamGroups(groups, { betas: recipe.optimizer.betas, ...(recipe.optimizer.eps !== undefined ? { eps: recipe.optimizer.eps } : {}) });
+      if (json) {
+        print(JSON.stringify(d));
+      } else {
+        print(`${config.name}: ${d.groups.length} parameter groups, ${d.groups.reduce((a, g) => a + g.num_params, 0)} parameters ` +
+          `(${recipe.optimizer.constructor}, lr ${recipe.optimizer.lr}, weight decay ${recipe.optimizer.weight_decay})`);
+        for (const g of d.groups) {
+          print(`  ${String(g.index).padStart(3)} ${g.group_name.padEnd(20)} lr_scale ${g.lr_scale.toFixed(6)} lr ${g.lr.toExponential(4)} ` +
+            `wd ${g.weight_decay} ${String(g.num_params).padStart(4)} params ${String(g.numel).padStart(10)} values  ` +
+            `${g.param_names.slice(0, 3).join(', ')}${g.param_names.length > 3 ? ', ...' : ''}`);
+        }
+      }
+      model.dispose();
+      return 0;
+    }
+    let resume: string | true | null = null;
+    if (p.options.resume) {
+      if (p.positionals.length > 1) throw new UsageError('train: --resume takes at most one file');
+      resume = p.positionals[0] ?? true;
+    } else if (p.positionals.length) {
+      throw new UsageError(`train: unexpected argument ${JSON.stringify(p.positionals[0])}`);
+    }
+    const data = str(p, 'data');
+    if (!data) throw new UsageError('train: --data ROOT is required');
+    const workDir = str(p, 'work-dir');
+    if (!workDir) throw new UsageError('train: --work-dir DIR is required');
+    const kind = str(p, 'dataset');
+    if (kind !== undefined && kind !== 'ade20k' && kind !== 'custom') throw new UsageError('--dataset must be ade20k or custom');
+    if (kind === 'ade20k' && config.dataset.type !== 'ADE20KDataset') {
+      throw new UsageError(`--dataset ade20k: config ${config.name} is for a ${config.dataset.type} (${config.dataset.classes?.length ?? '?'} classes)`);
+    }
+    const device = str(p, 'device') ?? 'cpu';
+    if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
+    if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${device}: CUDA is not available in this libtorch build / machine`);
+    const amp = str(p, 'amp');
+    if (amp !== undefined) {
+      if (amp !== 'bf16' && amp !== 'fp16') throw new UsageError(`--amp must be bf16 or fp16, got ${JSON.stringify(amp)}`);
+      if (amp === 'fp16' && device === 'cpu') throw new UsageError('--amp fp16 needs --device cuda (float16 autocast is CUDA-only); use --amp bf16 on CPU');
+      if (!autocastSupported()) throw new Error('--amp: this native addon has no autocast support; rebuild it (node scripts/build-native.mjs)');
+    }
+    const logInterval = intOption(p, 'log-interval', 10);
+    const opt = <T>(key: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [key]: v });
+    const clip = num(p, 'clip-grad');
+    if (clip !== undefined && !(clip > 0)) throw new UsageError(`--clip-grad must be a positive number, got ${clip}`);
+    let bar: ProgressBar | null = null;
+    const tty = Boolean(process.stderr.isTTY);
+    const started = Date.now();
+    const result = await trainSegmentor({
+      config, dataRoot: data, workDir,
+      ...opt('trainImgDir', str(p, 'train-img-dir')), ...opt('trainAnnDir', str(p, 'train-ann-dir')),
+      ...opt('valImgDir', str(p, 'val-img-dir')), ...opt('valAnnDir', str(p, 'val-ann-dir')),
+      ...opt('pretrained', str(p, 'pretrained')),
+      ...opt('iters', p.options.iters === undefined ? undefined : intOption(p, 'iters', 1)),
+      ...opt('batch', p.options.batch === undefined ? undefined : intOption(p, 'batch', 1)),
+      ...opt('lr', num(p, 'lr')),
+      device, resume, amp: (amp as 'bf16' | 'fp16' | undefined) ?? null,
+      ...opt('evalInterval', p.options['eval-interval'] === undefined ? undefined : intOption(p, 'eval-interval', 0, 0)),
+      ...opt('evalLimit', p.options['eval-limit'] === undefined ? undefined : intOption(p, 'eval-limit', 1)),
+      ...opt('checkpointInterval', p.options['checkpoint-interval'] === undefined ? undefined : intOption(p, 'checkpoint-interval', 1)),
+      ...opt('keep', p.options.keep === undefined ? undefined : intOption(p, 'keep', 1)),
+      ...opt('seed', p.options.seed === undefined ? undefined : intOption(p, 'seed', 0, 0)),
+      ...opt('workers', p.options.workers === undefined ? undefined : intOption(p, 'workers', 0, 0)),
+      ...opt('accumulate', p.options.accumulate === undefined ? undefined : intOption(p, 'accumulate', 1)),
+      ...opt('clipGrad', clip),
+      skipBadSamples: Boolean(p.options['skip-bad-samples']),
+      freezeBackbone: Boolean(p.options['freeze-backbone']),
+      withCp: Boolean(p.options['with-cp']),
+      onMessage: warn,
+      onIteration: (r, it) => {
+        const l = r.losses;
+        const terms = Object.entries(l).filter(([k]) => k.includes('loss')).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
+        const note = `lr ${r.lr.toExponential(2)} wait ${(it.dataWaitShare * 100).toFixed(0)}% ${terms}`;
+        if (tty) {
+          bar ??= new ProgressBar(it.total - it.done + 1, { label: 'train' });
+          bar.tick(1, `it ${it.done} ${note}`);
+        } else if (it.done % logInterval === 0 || it.done === it.total) {
+          const secs = (Date.now() - started) / 1000;
+          warn(`iter ${it.done}/${it.total} ${note} ${r.time.toFixed(2)} s/it (data ${r.data_time.toFixed(2)} s) elapsed ${secs.toFixed(0)} s`);
+        }
+      },
+      onEvaluation: (iter, m) => {
+        if (tty) process.stderr.write('\n');
+        const f = (x: number | null | undefined): string => (typeof x === 'number' ? (x * 100).toFixed(2) : 'nan');
+        warn(`eval at iter ${iter}: mIoU ${f(m.mIoU)} aAcc ${f(m.aAcc)} mAcc ${f(m.mAcc)}`);
+      },
+      onCheckpoint: (path, iter) => {
+        if (!tty) warn(`checkpoint at iter ${iter}: ${path}`);
+      },
+    });
+    (bar as ProgressBar | null)?.finish();
+    if (result.pretrained) warn(formatPretrainedReport(result.pretrained));
+    const exportPath = str(p, 'export');
+    let exported: ReturnType<typeof exportWeights> | null = null;
+    if (exportPath && result.checkpoint && !result.interrupted) {
+      exported = exportWeights(result.checkpoint, exportPath, {
+        dtype: 'float16',
+        metadata: {
+          config: result.config, iterations: String(result.iterations), val_mIoU: result.mIoU === null ? 'null' : String(result.mIoU),
+          source_checkpoint: resolve(result.checkpoint), command: `vit-adapter train ${process.argv.slice(3).join(' ')}`,
+        },
+      });
+      warn(`exported the model weights (float16) to ${exportPath} (${(exported.bytes / 1e6).toFixed(2)} MB)`);
+    }
+    const out = {
+      config: result.config, iterations: result.iterations, ran: result.ran, world_size: result.world_size,
+      losses: result.losses, checkpoint: result.checkpoint ? resolve(result.checkpoint) : null, mIoU: result.mIoU,
+      eval: result.eval, evals: result.evals, seconds: result.seconds, it_per_s: result.it_per_s,
+      data_wait_share: result.data_wait_share, interrupted: result.interrupted, resumed_from: result.resumed_from,
+      train_samples: result.train_samples, val_samples: result.val_samples, num_parameters: result.num_parameters,
+      work_dir: resolve(workDir), log: resolve(workDir, 'log.jsonl'), export: exported ? resolve(exported.path) : null,
+    };
+    if (json) {
+      print(JSON.stringify(out));
+    } else {
+      print(`${result.interrupted ? 'interrupted' : 'trained'} ${result.config}: ${result.iterations} iterations ` +
+        `(${result.ran} in this run, ${result.it_per_s.toFixed(2)} it/s, data wait ${(result.data_wait_share * 100).toFixed(1)}%)`);
+      print(`losses: ${Object.entries(result.losses).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
+      if (result.mIoU !== null) print(`mIoU (val): ${(result.mIoU * 100).toFixed(2)}`);
+      print(`checkpoint: ${out.checkpoint ?? 'none'}`);
+    }
+    return result.interrupted ? 130 : 0;
+  },
+};
+
+/** `synth`. */
+export const synthCommand: TrainCommand = {
+  summary: 'write a generated segmentation dataset (synthetic scenes) in the custom layout with a train/val split',
+  usage: 'vit-adapter synth --out DIR [--count 200] [--size 128] [--seed 0] [--val N] [--json]',
+  options: { out: 'string', count: 'number', size: 'number', seed: 'number', val: 'number', json: 'boolean' },
+  async run(p) {
+    if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
+    const out = str(p, 'out');
+    if (!out) throw new UsageError('synth: --out DIR is required');
+    const count = intOption(p, 'count', 200, 2);
+    const size = intOption(p, 'size', 128, 32);
+    const seed = intOption(p, 'seed', 0, 0);
+    const val = p.options.val === undefined ? undefined : intOption(p, 'val', 1);
+    const bar = new ProgressBar(count, { label: 'synth' });
+    const r = await writeSyntheticSplits(out, { count, size, seed, ...(val !== undefined ? { val } : {}), onProgress: () => bar.tick() });
+    bar.finish();
+    const res = { out: resolve(out), train: r.train, val: r.val, size, seed, layout: 'img_dir/{train,val}, ann_dir/{train,val}' };
+    if (p.options.json) print(JSON.stringify(res));
+    else print(`wrote ${r.train} train + ${r.val} val scenes (${size}×${size}, seed ${seed}) to ${res.out}`);
+    return 0;
+  },
+};
+
+/** The training commands under their CLI names, for `main.ts`. */
+export const trainingCommands: Record<'train' | 'synth', TrainCommand> = { train: trainCommand, synth: synthCommand };

@@ -1,0 +1,245 @@
+/**
+ * Segmentation training (mmseg `train_segmentor` with the ViT-Adapter recipe): builds the config's segmentor, loads
+ * pretrained ViT weights into its backbone, builds the authors' layer-decay parameter groups, AdamW and the lr
+ * schedule from the config's `train` recipe, lists the train and val splits, and runs the generic loop of
+ * `src/train/trainer.ts` with data decoded and augmented in worker threads (`train-worker.ts`).
+ */
+import { mkdirSync } from 'node:fs';
+import { type Tensor, fromBytes, manualSeed } from '../../engine/index.js';
+import { type EvalMetrics, type IterationRecord, type TrainSummary, runTraining } from '../../train/trainer.js';
+import { type LoadedBatch, Prefetcher, SampleLoader } from '../../train/loader.js';
+import { BatchSampler } from '../../train/sampler.js';
+import { latestCheckpoint } from '../../train/checkpoint.js';
+import { type PretrainedReport, loadPretrainedViT } from '../../train/pretrained.js';
+import { AdamW, buildParamGroups, buildPlainParamGroups, type ParamGroupSpec } from '../../train/index.js';
+import { LrScheduler } from '../../train/schedule.js';
+import { type SegConfig, classNamesOf, numClassesOf, paletteOf } from './configs.js';
+import { type SegDatasetConfig, customDataset, listSamples } from './datasets.js';
+import { evaluateDataset } from './evaluate.js';
+import { buildSegmentor } from './inference.js';
+import type { EncoderDecoder } from './segmentor.js';
+import { type SegSampleContext, type SegTrainSample, segSampleFn } from './train-data.js';
+import { type TrainRecipe, trainPipelineCfg } from './train-recipe.js';
+
+/** Options of {@link trainSegmentor} (CLI flags in comments). */
+export interface SegTrainOptions {
+  config: SegConfig;
+  /** `--data`: the dataset root; the recipe's splits are relative to it. */
+  dataRoot: string;
+  /** `--work-dir`. */
+  workDir: string;
+  /** Split folders overriding the recipe's (relative to the root). */
+  trainImgDir?: string;
+  trainAnnDir?: string;
+  valImgDir?: string;
+  valAnnDir?: string;
+  /** `--pretrained`: a timm/DeiT/AugReg ViT checkpoint for the backbone. */
+  pretrained?: string | null;
+  /** `--iters`, `--batch`, `--lr`: override the recipe. */
+  iters?: number;
+  batch?: number;
+  lr?: number;
+  /** `--device`. */
+  device?: string;
+  /** `--amp bf16|fp16`: autocast (bfloat16; float16 with loss scaling, CUDA only). */
+  amp?: 'bf16' | 'fp16' | null;
+  /** `--resume`: a checkpoint file, or true for the newest in the work dir. */
+  resume?: string | true | null;
+  /** `--eval-interval` (0: none), `--checkpoint-interval`, `--keep`. */
+  evalInterval?: number;
+  checkpointInterval?: number;
+  keep?: number;
+  /** Evaluate on at most this many val images. */
+  evalLimit?: number;
+  /** `--seed` (default 0): model init, shuffles and augmentation. */
+  seed?: number;
+  /** `--workers` (default: the recipe's `workers_per_gpu`). */
+  workers?: number;
+  /** Batches loaded ahead (default max(2, workers)). */
+  prefetch?: number;
+  /** `--skip-bad-samples`. */
+  skipBadSamples?: boolean;
+  /** `--freeze-backbone`: train only the heads (backbone parameters get no gradient and no optimizer state). */
+  freezeBackbone?: boolean;
+  /** `--with-cp`: gradient checkpointing in the backbone. */
+  withCp?: boolean;
+  /** `--accumulate`: micro-batches per iteration (overrides optimizer_config.cumulative_iters). */
+  accumulate?: number;
+  /** `--clip-grad`: max global gradient norm (overrides optimizer_config.grad_clip). */
+  clipGrad?: number | null;
+  onIteration?: (r: IterationRecord, it: { done: number; total: number; dataWaitShare: number }) => void;
+  onEvaluation?: (iter: number, m: EvalMetrics) => void;
+  onCheckpoint?: (path: string, iter: number) => void;
+  onMessage?: (line: string) => void;
+  handleSignals?: boolean;
+}
+
+/** {@link trainSegmentor}'s result. */
+export interface SegTrainResult extends TrainSummary {
+  config: string;
+  mIoU: number | null;
+  pretrained: PretrainedReport | null;
+  train_samples: number;
+  val_samples: number;
+  num_parameters: number;
+}
+
+/** The config's recipe with the option overrides applied (throws when the config has none). */
+export function effectiveRecipe(config: SegConfig, o: Pick<SegTrainOptions, 'iters' | 'batch' | 'lr' | 'evalInterval' | 'checkpointInterval' | 'keep' | 'accumulate' | 'clipGrad'> = {}): TrainRecipe {
+  if (!config.train) throw new Error(`config ${config.name} has no training recipe (train section)`);
+  const r = structuredClone(config.train);
+  const posInt = (v: number | undefined, what: string): void => {
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new RangeError(`${what} must be a positive integer, got ${v}`);
+  };
+  posInt(o.iters, 'iterations');
+  posInt(o.batch, 'batch size');
+  posInt(o.checkpointInterval, 'checkpoint interval');
+  posInt(o.keep, 'keep');
+  posInt(o.accumulate, 'accumulate');
+  if (o.lr !== undefined && !(o.lr > 0 && Number.isFinite(o.lr))) throw new RangeError(`lr must be a positive number, got ${o.lr}`);
+  if (o.evalInterval !== undefined && !(Number.isInteger(o.evalInterval) && o.evalInterval >= 0)) throw new RangeError(`eval interval must be a non-negative integer, got ${o.evalInterval}`);
+  if (o.iters !== undefined) r.max_iters = o.iters;
+  if (o.batch !== undefined) r.samples_per_gpu = o.batch;
+  if (o.lr !== undefined) r.optimizer.lr = o.lr;
+  if (o.evalInterval !== undefined) r.eval_interval = o.evalInterval;
+  if (o.checkpointInterval !== undefined) r.checkpoint_interval = o.checkpointInterval;
+  if (o.keep !== undefined) r.max_keep_ckpts = o.keep;
+  if (o.accumulate !== undefined) r.optimizer_config.cumulative_iters = o.accumulate;
+  if (o.clipGrad !== undefined) r.optimizer_config.grad_clip = o.clipGrad === null ? null : { max_norm: o.clipGrad };
+  return r;
+}
+
+/** The optimizer parameter groups a config's recipe builds for a model (what `--describe-params` prints). */
+export function paramGroupsFor(model: EncoderDecoder, recipe: TrainRecipe, freeze: readonly string[] = []): ParamGroupSpec[] {
+  const opt = recipe.optimizer;
+  if (opt.constructor === 'LayerDecayOptimizerConstructor') {
+    return buildParamGroups(model, {
+      lr: opt.lr, weightDecay: opt.weight_decay, numLayers: opt.paramwise_cfg!.num_layers,
+      layerDecayRate: opt.paramwise_cfg!.layer_decay_rate, freeze,
+    });
+  }
+  return buildPlainParamGroups(model, { lr: opt.lr, weightDecay: opt.weight_decay, freeze });
+}
+
+function splitDataset(config: SegConfig, root: string, imgDir: string, annDir: string, name: string): SegDatasetConfig {
+  const d = config.dataset;
+  return customDataset({
+    name, dataRoot: root, imgDir, annDir, imgSuffix: d.img_suffix, segMapSuffix: d.seg_map_suffix,
+    classes: [...classNamesOf(config)], palette: paletteOf(config), reduceZeroLabel: d.reduce_zero_label, ignoreIndex: d.ignore_index,
+  });
+}
+
+/** Builds everything from a config and trains (see the module notes). */
+export async function trainSegmentor(o: SegTrainOptions): Promise<SegTrainResult> {
+  const msg = o.onMessage ?? (() => {});
+  const recipe = effectiveRecipe(o.config, o);
+  const config: SegConfig = structuredClone(o.config);
+  config.train = recipe;
+  if (o.withCp) config.model.backbone.with_cp = true;
+  const seed = o.seed ?? 0;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be a non-negative integer, got ${seed}`);
+  const workers = o.workers ?? recipe.workers_per_gpu;
+  if (!Number.isInteger(workers) || workers < 0) throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
+  const device = o.device ?? 'cpu';
+
+  const trainSet = splitDataset(config, o.dataRoot, o.trainImgDir ?? recipe.train_split.img_dir, o.trainAnnDir ?? recipe.train_split.ann_dir, 'train');
+  const trainSamples = listSamples(trainSet);
+  const evalInterval = recipe.eval_interval;
+  const valSet = splitDataset(config, o.dataRoot, o.valImgDir ?? recipe.val_split.img_dir, o.valAnnDir ?? recipe.val_split.ann_dir, 'val');
+  const valCount = evalInterval > 0 ? listSamples(valSet).length : 0;
+
+  let resume: string | null = null;
+  if (o.resume === true) {
+    resume = latestCheckpoint(o.workDir);
+    if (!resume) throw new Error(`--resume: no checkpoint (iter_*.safetensors) in ${o.workDir}`);
+  } else if (o.resume) {
+    resume = o.resume;
+  }
+
+  manualSeed(seed);
+  const model = buildSegmentor(config);
+  let pretrained: PretrainedReport | null = null;
+  if (o.pretrained && !resume) {
+    pretrained = loadPretrainedViT(model.backbone, o.pretrained);
+  } else if (o.pretrained && resume) {
+    msg(`note: --pretrained ${o.pretrained} is not loaded when resuming (the checkpoint holds the weights)`);
+  }
+  if (device !== 'cpu') model.to(device);
+  model.train();
+  const groups = paramGroupsFor(model, recipe, o.freezeBackbone ? ['backbone.'] : []);
+  const optimizer = new AdamW(groups, { betas: recipe.optimizer.betas, ...(recipe.optimizer.eps !== undefined ? { eps: recipe.optimizer.eps } : {}) });
+  const scheduler = new LrScheduler(optimizer, recipe.lr_config, { maxIters: recipe.max_iters });
+  const batch = recipe.samples_per_gpu;
+  const sampler = new BatchSampler(trainSamples.length, batch, { seed, shuffle: true, dropLast: true });
+
+  const ctx: SegSampleContext = {
+    samples: trainSamples.map((s) => ({ image: s.image, label: s.label! })),
+    pipeline: trainPipelineCfg(recipe, config.img_norm_cfg, config.dataset.reduce_zero_label, config.dataset.ignore_index),
+    numClasses: numClassesOf(config),
+    ignoreIndex: config.dataset.ignore_index,
+    reduceZeroLabel: config.dataset.reduce_zero_label,
+  };
+  const makeData = (): { prefetcher: Prefetcher<SegTrainSample>; close: () => Promise<void> } => {
+    const loader = new SampleLoader<SegTrainSample>({
+      workers, workerUrl: new URL('./train-worker.js', import.meta.url), workerData: ctx, inProcess: segSampleFn(ctx),
+    });
+    const prefetcher = new Prefetcher(sampler, loader, {
+      prefetch: o.prefetch ?? Math.max(2, workers), skipBad: o.skipBadSamples ?? false, onWarn: msg,
+    });
+    return { prefetcher, close: () => loader.close() };
+  };
+
+  const loss = (b: LoadedBatch<SegTrainSample>): { loss: Tensor; log: Record<string, Tensor> } => {
+    const s0 = b.samples[0]!;
+    const { height: H, width: W } = s0;
+    const n = b.samples.length;
+    const img = new Float32Array(n * 3 * H * W);
+    const lab = new Uint8Array(n * H * W);
+    b.samples.forEach((s, i) => {
+      if (s.height !== H || s.width !== W) throw new Error(`batch of mixed sizes: ${s.width}x${s.height} vs ${W}x${H}`);
+      img.set(s.img, i * 3 * H * W);
+      lab.set(s.label, i * H * W);
+    });
+    const x = fromBytes(img, 'float32', [n, 3, H, W], device);
+    const y = fromBytes(lab, 'uint8', [n, 1, H, W], device).to('int64');
+    const out = model.forwardTrain(x, y);
+    return { loss: out.loss, log: out.log };
+  };
+
+  const evaluate = async (): Promise<EvalMetrics> => {
+    const r = await evaluateDataset(model, config, valSet, { device, ...(o.evalLimit ? { limit: o.evalLimit } : {}) });
+    return { mIoU: r.mIoU, aAcc: r.aAcc, mAcc: r.mAcc };
+  };
+
+  mkdirSync(o.workDir, { recursive: true });
+  const resumeKey = {
+    model: config.model, img_norm_cfg: config.img_norm_cfg, dataset: { classes: classNamesOf(config), reduce_zero_label: config.dataset.reduce_zero_label },
+    train: {
+      optimizer: recipe.optimizer, optimizer_config: recipe.optimizer_config, lr_config: recipe.lr_config, max_iters: recipe.max_iters,
+      samples_per_gpu: recipe.samples_per_gpu, pipeline: recipe.pipeline,
+    },
+    seed, freeze_backbone: Boolean(o.freezeBackbone), train_samples: trainSamples.length, amp: o.amp ?? null,
+  };
+  const summary = await runTraining<SegTrainSample>({
+    model, optimizer, scheduler, sampler, makeData, loss, maxIters: recipe.max_iters,
+    accumulate: recipe.optimizer_config.cumulative_iters, clipGrad: recipe.optimizer_config.grad_clip?.max_norm ?? null,
+    workDir: o.workDir, checkpointInterval: recipe.checkpoint_interval, keep: recipe.max_keep_ckpts,
+    evalInterval, ...(evalInterval > 0 ? { evaluate } : {}), config, resumeKey,
+    meta: {
+      seed, workers, device, pretrained: o.pretrained ?? null, data_root: o.dataRoot, train_samples: trainSamples.length,
+      val_samples: valCount, world_size: 1,
+    },
+    resume, device, amp: o.amp === 'bf16' ? 'bfloat16' : o.amp === 'fp16' ? 'float16' : null,
+    ...(o.onIteration ? { onIteration: o.onIteration } : {}),
+    ...(o.onEvaluation ? { onEvaluation: o.onEvaluation } : {}),
+    ...(o.onCheckpoint ? { onCheckpoint: o.onCheckpoint } : {}),
+    onMessage: msg, handleSignals: o.handleSignals ?? true,
+  });
+  const mIoU = summary.eval && typeof summary.eval.mIoU === 'number' ? summary.eval.mIoU : null;
+  const result: SegTrainResult = {
+    ...summary, config: config.name, mIoU, pretrained, train_samples: trainSamples.length, val_samples: valCount,
+    num_parameters: model.numParameters(),
+  };
+  model.dispose();
+  return result;
+}

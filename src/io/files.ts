@@ -10,7 +10,7 @@
  *   place, so that a killed run never leaves a truncated file under the final name.
  */
 import {
-  type Stats, closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync,
+  type Stats, closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
@@ -196,16 +196,41 @@ function writeAll(fd: number, data: Uint8Array): void {
   }
 }
 
+/** Options of {@link withAtomicFile}. */
+export interface AtomicWriteOptions {
+  /**
+   * Flush the file to disk (`fsync`) before the rename and the folder entry after it, so that even a power loss leaves
+   * the old or the new file (default false: atomic against a killed process, not against a crash of the machine).
+   */
+  durable?: boolean;
+}
+
+/** Flushes a folder's entries to disk; file systems that cannot sync a folder are skipped. */
+function fsyncDir(dir: string): void {
+  let fd = -1;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    /* best effort: some file systems refuse fsync on folders */
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
 /**
- * Writes a file atomically: `write(fd)` writes to a temporary file in the same folder, which is then renamed onto
- * `path`. On any error the temporary file is removed and `path` is left as it was. The parent folder must exist
+ * Writes a file atomically: `write(fd)` writes to a temporary file in the same folder (`.NAME.tmp-PID-...`), which is
+ * then renamed onto `path`. On any error the temporary file is removed and `path` is left as it was; a process killed
+ * mid-write leaves the temporary file (see {@link isAtomicTempOf}) and `path` as it was. The parent folder must exist
  * (see {@link ensureDir}).
  *
  * @param path final file name
  * @param write writes the contents; gets the open file descriptor and a helper that writes a whole buffer
+ * @param o `durable`: fsync the file and the folder (for checkpoints)
  * @returns what `write` returns
  */
-export function withAtomicFile<T>(path: string, write: (fd: number, writeBytes: (b: Uint8Array) => void) => T): T {
+export function withAtomicFile<T>(path: string, write: (fd: number, writeBytes: (b: Uint8Array) => void) => T,
+  o: AtomicWriteOptions = {}): T {
   const tmp = tempNameFor(path);
   let fd: number;
   try {
@@ -213,12 +238,13 @@ export function withAtomicFile<T>(path: string, write: (fd: number, writeBytes: 
   } catch (e) {
     throw new FileAccessError(path, `cannot create file (${errMsg(e)})`, e);
   }
+  let r: T;
   try {
-    const r = write(fd, (b) => writeAll(fd, b));
+    r = write(fd, (b) => writeAll(fd, b));
+    if (o.durable) fsyncSync(fd);
     closeSync(fd);
     fd = -1;
     renameSync(tmp, path);
-    return r;
   } catch (e) {
     if (fd >= 0) {
       try { closeSync(fd); } catch { /* already closed */ }
@@ -226,6 +252,13 @@ export function withAtomicFile<T>(path: string, write: (fd: number, writeBytes: 
     try { unlinkSync(tmp); } catch { /* not created */ }
     throw e;
   }
+  if (o.durable) fsyncDir(dirname(path));
+  return r;
+}
+
+/** Whether `name` (a folder entry) is a temporary file that {@link withAtomicFile} left for the final name `finalName`. */
+export function isAtomicTempOf(name: string, finalName: string): boolean {
+  return name.startsWith(`.${finalName}.tmp-`);
 }
 
 /**

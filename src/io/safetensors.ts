@@ -13,7 +13,7 @@
  */
 import { DTYPE_SIZE, type DType } from '../engine/dtype.js';
 import { CheckpointError } from './errors.js';
-import { FileAccessError, withAtomicFile } from './files.js';
+import { type AtomicWriteOptions, FileAccessError, withAtomicFile } from './files.js';
 import { byteSize, isValidShape, numel, type LazyTensor, type RawTensor } from './raw.js';
 import { BufferSource, FileSource, type ByteSource } from './source.js';
 
@@ -307,10 +307,12 @@ export function serializeSafetensors(tensors: TensorEntries, metadata?: Record<s
  * Writes a safetensors file, streaming: the header is computed from dtypes and shapes, then each
  * tensor is read (lazy tensors: `read()` once) and written in turn, so only one tensor's data is
  * in memory at a time. The file is written under a temporary name and renamed into place, so an
- * input file can safely be rewritten onto itself.
+ * input file can safely be rewritten onto itself. `durable: true` also flushes the file and its folder to disk
+ * (training checkpoints).
  * @returns the number of bytes written
  */
-export function writeSafetensors(path: string, tensors: TensorEntries, metadata?: Record<string, string>): number {
+export function writeSafetensors(path: string, tensors: TensorEntries, metadata?: Record<string, string>,
+  o: AtomicWriteOptions = {}): number {
   const planned = planTensors(tensors, path);
   const header = buildHeader(planned, metadata, path);
   let total = 0;
@@ -322,7 +324,7 @@ export function writeSafetensors(path: string, tensors: TensorEntries, metadata?
         write(tensorBytes(p, path));
         total += p.nbytes;
       }
-    });
+    }, o);
   } catch (e) {
     if (e instanceof FileAccessError) throw new CheckpointError(e.problem, { file: path, cause: e });
     throw e;

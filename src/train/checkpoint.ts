@@ -12,12 +12,13 @@
  * previous checkpoints or the new complete one — never a truncated `iter_*.safetensors`. Older checkpoints beyond
  * `keep` are deleted after the new one is in place.
  */
-import { closeSync, fsyncSync, openSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { DTYPE_SIZE, type Tensor, noGrad } from '../engine/index.js';
 import { loadCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { type LazyTensor, float32ToFloat16, toFloat32Array } from '../io/raw.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { isAtomicTempOf } from '../io/files.js';
 
 /** The metadata key holding the training state JSON. */
 export const TRAIN_META_KEY = 'vit_adapter_train';
@@ -42,44 +43,15 @@ function lazyOf(t: CheckpointTensor): LazyTensor {
   return { dtype: tt.dtype, shape: tt.shape, nbytes: tt.numel() * DTYPE_SIZE[tt.dtype], read: () => noGrad(() => tt.toBytes()) };
 }
 
-/** Flushes a path (file or folder) to disk; folders that cannot be opened for sync are skipped (some filesystems). */
-function fsyncPath(path: string): void {
-  let fd = -1;
-  try {
-    fd = openSync(path, 'r');
-    fsyncSync(fd);
-  } catch {
-    /* best effort for folders */
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
-}
-
 /**
- * Writes a safetensors file atomically (temp file in the same folder + fsync + rename + folder fsync).
+ * Writes a safetensors file atomically and durably (temp file in the same folder + fsync + rename + folder fsync:
+ * `writeSafetensors` with `durable: true`), so a process killed at any moment leaves the previous file intact.
  * @returns bytes written
  */
 export function writeAtomic(path: string, tensors: Iterable<readonly [string, CheckpointTensor]>, metadata: Record<string, string>): number {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.partial-${process.pid}`);
   const entries: [string, LazyTensor][] = [];
   for (const [k, t] of tensors) entries.push([k, lazyOf(t)]);
-  let bytes: number;
-  try {
-    bytes = writeSafetensors(tmp, entries, metadata);
-    const fd = openSync(tmp, 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* not created */ }
-    throw e;
-  }
-  fsyncPath(dir);
-  return bytes;
+  return writeSafetensors(path, entries, metadata, { durable: true });
 }
 
 /** A checkpoint found in a work dir. */
@@ -123,7 +95,7 @@ export function pruneCheckpoints(dir: string, keep: number): string[] {
   return removed;
 }
 
-/** Removes `.iter_*.partial-*` files left by killed writers. */
+/** Removes the temporary files that killed writers left for `iter_*.safetensors` checkpoints. */
 export function removeStalePartials(dir: string): void {
   let names: string[];
   try {
@@ -131,7 +103,10 @@ export function removeStalePartials(dir: string): void {
   } catch {
     return;
   }
-  for (const n of names) if (/^\.iter_\d+\.safetensors\.partial-\d+/.test(n)) { try { unlinkSync(join(dir, n)); } catch { /* gone */ } }
+  for (const n of names) {
+    const m = /^\.(iter_\d+\.safetensors)\./.exec(n);
+    if (m && isAtomicTempOf(n, m[1]!)) { try { unlinkSync(join(dir, n)); } catch { /* gone */ } }
+  }
 }
 
 /** A training checkpoint opened for reading. */

@@ -68,7 +68,7 @@ test('buildBackbone dispatches on type; an unknown type is a config error', () =
     assert.ok(v instanceof ViTAdapter);
     v.dispose();
     writeFileSync(join(dir, 'bad.json'), JSON.stringify({ base: NAME, model: { backbone: { type: 'Swin' } } }));
-    assert.throws(() => loadConfig(join(dir, 'bad.json')), (e: unknown) => e instanceof ConfigError && /backbone\.type must be one of ViTAdapter, BEiTAdapter, got "Swin"/.test((e as Error).message));
+    assert.throws(() => loadConfig(join(dir, 'bad.json')), (e: unknown) => e instanceof ConfigError && /backbone\.type must be one of ViTAdapter, BEiTAdapter, ViTBaseline, got "Swin"/.test((e as Error).message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

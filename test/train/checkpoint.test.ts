@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { setNumThreads } from '../../src/engine/index.js';
 import { loadCheckpoint } from '../../src/io/checkpoint.js';
+import { isAtomicTempOf } from '../../src/io/files.js';
 import {
   checkpointName, latestCheckpoint, listCheckpoints, openTrainCheckpoint, pruneCheckpoints, removeStalePartials, writeAtomic,
 } from '../../src/train/checkpoint.js';
@@ -75,7 +76,7 @@ test('a process killed (SIGKILL) while writing a checkpoint leaves the last good
     });
     await new Promise((r) => child.on('exit', r));
     assert.equal(existsSync(join(dir, checkpointName(2))), false, 'no truncated final file');
-    assert.ok(readdirSync(dir).some((n) => n.includes('.partial-')), 'the partial file of the killed writer is there');
+    assert.ok(readdirSync(dir).some((n) => isAtomicTempOf(n, checkpointName(2))), 'the partial file of the killed writer is there');
     assert.equal(latestCheckpoint(dir), join(dir, checkpointName(1)));
     const c = loadCheckpoint(latestCheckpoint(dir)!);
     assert.equal(c.tensors.get('w')!.read()[0], 7);

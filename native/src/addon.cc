@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -610,6 +611,96 @@ Napi::Value SetRngState(const Napi::CallbackInfo& info) {
     return 0;
   });
   return env.Undefined();
+// ---- autocast (mixed precision) ----------------------------------------------------------------------------
+// libtorch >= 2.4 has a device-generic API (at::autocast::set_autocast_enabled(DeviceType, bool), ...); older ones
+// (Debian's 1.13) have per-device functions (set_enabled = CUDA, set_cpu_enabled, set_autocast_gpu_dtype, ...).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define VIT_AUTOCAST_GENERIC_API 1
+#else
+#define VIT_AUTOCAST_GENERIC_API 0
+#endif
+
+bool AutocastIsCuda(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsString()) throw Napi::TypeError::New(env, "autocast: device type must be \"cpu\" or \"cuda\"");
+  std::string d = v.As<Napi::String>().Utf8Value();
+  if (d == "cuda") return true;
+  if (d == "cpu") return false;
+  throw Napi::TypeError::New(env, "autocast: device type must be \"cpu\" or \"cuda\", got \"" + d + "\"");
+}
+
+bool AutocastEnabled(bool cuda) {
+#if VIT_AUTOCAST_GENERIC_API
+  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
+at::ScalarType AutocastDtype(bool cuda) {
+#if VIT_AUTOCAST_GENERIC_API
+  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
+Napi::Value AutocastPair(Napi::Env env, bool enabled, at::ScalarType dtype) {
+  auto a = Napi::Array::New(env, 2);
+  a.Set(0u, Napi::Boolean::New(env, enabled));
+  a.Set(1u, Napi::Number::New(env, static_cast<double>(static_cast<int>(dtype))));
+  return a;
+}
+
+// getAutocast(deviceType) -> [enabled, scalarType]
+Napi::Value GetAutocast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool cuda = AutocastIsCuda(env, info[0]);
+  return AutocastPair(env, AutocastEnabled(cuda), AutocastDtype(cuda));
+}
+
+// setAutocast(deviceType, enabled, scalarType) -> previous [enabled, scalarType]
+Napi::Value SetAutocast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool cuda = AutocastIsCuda(env, info[0]);
+  if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "setAutocast: enabled must be a boolean");
+  if (!info[2].IsNumber()) throw Napi::TypeError::New(env, "setAutocast: scalar type must be a number");
+  bool enabled = info[1].As<Napi::Boolean>().Value();
+  auto dtype = static_cast<at::ScalarType>(info[2].As<Napi::Number>().Int32Value());
+  if (dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat) {
+    throw Napi::TypeError::New(env, "setAutocast: the autocast dtype must be bfloat16, float16 or float32");
+  }
+  Napi::Value prev = AutocastPair(env, AutocastEnabled(cuda), AutocastDtype(cuda));
+  Guard(env, "setAutocast", [&]() {
+#if VIT_AUTOCAST_GENERIC_API
+    at::autocast::set_autocast_dtype(cuda ? at::kCUDA : at::kCPU, dtype);
+    at::autocast::set_autocast_enabled(cuda ? at::kCUDA : at::kCPU, enabled);
+#else
+    if (cuda) {
+      at::autocast::set_autocast_gpu_dtype(dtype);
+      at::autocast::set_enabled(enabled);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(dtype);
+      at::autocast::set_cpu_enabled(enabled);
+    }
+#endif
+    return 0;
+  });
+  return prev;
+}
+
+// autocastNesting(delta): +1 on entering an autocast region, -1 on leaving; leaving the outermost one clears the
+// cache of casted weights (as torch.autocast's __exit__). Returns the new depth.
+Napi::Value AutocastNesting(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int delta = info[0].As<Napi::Number>().Int32Value();
+  int depth = 0;
+  if (delta > 0) {
+    depth = at::autocast::increment_nesting();
+  } else {
+    depth = at::autocast::decrement_nesting();
+    if (depth == 0) at::autocast::clear_cache();
+  }
+  return Napi::Number::New(env, depth);
 }
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
@@ -852,6 +943,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("sameData", Napi::Function::New(env, SameData));
   exports.Set("checkpoint", Napi::Function::New(env, Checkpoint));
+  exports.Set("getAutocast", Napi::Function::New(env, GetAutocast));
+  exports.Set("setAutocast", Napi::Function::New(env, SetAutocast));
+  exports.Set("autocastNesting", Napi::Function::New(env, AutocastNesting));
   return exports;
 }
 

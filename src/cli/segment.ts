@@ -5,7 +5,8 @@
  * Human-readable output goes to stdout; warnings and the progress bar go to stderr, so `--json` output on stdout stays
  * one parseable JSON object.
  */
-import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { cuda, manualSeed, setNumThreads } from '../engine/index.js';
 import { blendOverlay, readImage, writeLabelPng, writeRgbPng } from '../io/image.js';
@@ -42,6 +43,15 @@ export const UNTRAINED_WARNING =
 export const DEMO_NOTE = 'untrained demo model — labels are not meaningful until a trained checkpoint exists';
 
 const DEFAULT_CONFIG = 'upernet_deit_adapter_tiny_512_160k_ade20k';
+
+/** The trained synthetic-scene model that ships with the package (see README "Training"), and its preset. */
+export const SYNTH_CHECKPOINT = fileURLToPath(new URL('../../../assets/vit-adapter-synth.safetensors', import.meta.url));
+export const SYNTH_CONFIG = 'upernet_vit_adapter_synth';
+
+/** The shipped checkpoint for a config without `--checkpoint`: the trained synthetic model for its preset, else none. */
+function defaultCheckpoint(config: SegConfig): string | undefined {
+  return config.name === SYNTH_CONFIG && existsSync(SYNTH_CHECKPOINT) ? SYNTH_CHECKPOINT : undefined;
+}
 const IMAGE_EXTS = new Set(['.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff']);
 
 function str(p: Parsed, key: string): string | undefined {
@@ -150,7 +160,7 @@ export const segmentCommand: SegCommand = {
     const numClasses = numClassesOf(config);
     if (numClasses > 256) throw new Error(`segment: ${numClasses} classes do not fit an 8-bit label PNG`);
     const palette = paletteOf(config);
-    const checkpoint = str(p, 'checkpoint');
+    const checkpoint = str(p, 'checkpoint') ?? defaultCheckpoint(config);
     const { model } = prepareModel(config, checkpoint, device);
     mkdirSync(outDir, { recursive: true });
     const json = Boolean(p.options.json);
@@ -284,8 +294,8 @@ export const configsCommand: SegCommand = {
 
 /** `demo`: a synthetic scene segmented end to end, no downloads. */
 export const demoCommand: SegCommand = {
-  summary: 'generate a synthetic scene, segment it with a tiny ViT-Adapter-T + UperNet, write PNGs and score it (no downloads)',
-  usage: 'vit-adapter demo [--out DIR] [--size 512] [--seed 1] [--checkpoint FILE] [--mode whole|slide] [--device cpu|cuda] ' +
+  summary: 'generate a synthetic scene, segment it with the shipped trained ViT-Adapter + UperNet (assets/), write PNGs and score it (no downloads)',
+  usage: 'vit-adapter demo [--out DIR] [--size 128] [--seed 1] [--checkpoint FILE] [--mode whole|slide] [--device cpu|cuda] ' +
     '[--threads N] [--json]',
   options: {
     out: 'string', size: 'number', seed: 'number', checkpoint: 'string', mode: 'string', device: 'string', threads: 'number', json: 'boolean',
@@ -293,7 +303,10 @@ export const demoCommand: SegCommand = {
   async run(p) {
     threads(p);
     if (p.positionals.length) throw new UsageError('demo: takes no positional arguments');
-    const size = intOption(p, 'size', 512, 32);
+    const checkpointOpt = str(p, 'checkpoint');
+    // With the shipped trained model (and no --checkpoint): its preset, at the scene size it was trained on.
+    const trained = checkpointOpt === undefined && existsSync(SYNTH_CHECKPOINT);
+    const size = intOption(p, 'size', trained ? getPreset(SYNTH_CONFIG).test_pipeline.img_scale[1] : 512, 32);
     if (size > 2048) throw new UsageError('--size must be at most 2048');
     const seed = intOption(p, 'seed', 1, 0);
     const outDir = str(p, 'out') ?? 'demo-output';
@@ -301,8 +314,8 @@ export const demoCommand: SegCommand = {
     const opts = segmentOptions(p, device);
     const json = Boolean(p.options.json);
     const t0 = performance.now();
-    const config = getPreset('upernet_deit_adapter_tiny_synthetic');
-    config.test_pipeline.img_scale = [Math.max(2048, 4 * size), size];
+    const config = getPreset(trained ? SYNTH_CONFIG : 'upernet_deit_adapter_tiny_synthetic');
+    if (!trained) config.test_pipeline.img_scale = [Math.max(2048, 4 * size), size];
     const scene = generateScene({ width: size, height: size, seed });
     const palette = paletteOf(config);
     const files = {
@@ -313,7 +326,7 @@ export const demoCommand: SegCommand = {
     await writeRgbPng(files.image, scene.image, size, size);
     await writeLabelPng(files.ground_truth, scene.semantic, size, size, palette);
     await writeRgbPng(files.gt_overlay, blendOverlay(img, scene.semantic, palette, 0.5), size, size);
-    const checkpoint = str(p, 'checkpoint');
+    const checkpoint = checkpointOpt ?? (trained ? SYNTH_CHECKPOINT : undefined);
     let model: EncoderDecoder;
     if (checkpoint) {
       model = loadSegmentor(config, checkpoint, { device }).model;

@@ -4,7 +4,7 @@
  * stderr; with `--json` stdout holds one summary object.
  */
 import { resolve } from 'node:path';
-import { cuda, setNumThreads } from '../engine/index.js';
+import { autocastSupported, cuda, setNumThreads } from '../engine/index.js';
 import { ProgressBar } from '../tools/progress.js';
 import { loadConfig } from '../tasks/segmentation/configs.js';
 import { buildSegmentor } from '../tasks/segmentation/inference.js';
@@ -12,6 +12,7 @@ import { effectiveRecipe, paramGroupsFor, trainSegmentor } from '../tasks/segmen
 import { writeSyntheticSplits } from '../tasks/segmentation/synth-splits.js';
 import { describeParamGroups } from '../train/param-groups.js';
 import { formatPretrainedReport } from '../train/pretrained.js';
+import { exportWeights } from '../train/checkpoint.js';
 import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries). */
@@ -48,14 +49,14 @@ export const trainCommand: TrainCommand = {
     '[--iters N] [--batch N] [--lr X] [--device cpu|cuda] [--amp bf16|fp16] [--resume [FILE]] [--eval-interval N] ' +
     '[--eval-limit N] [--checkpoint-interval N] [--keep K] [--seed S] [--threads N] [--workers N] [--accumulate N] ' +
     '[--clip-grad X] [--freeze-backbone] [--with-cp] [--skip-bad-samples] [--train-img-dir D --train-ann-dir D ' +
-    '--val-img-dir D --val-ann-dir D] [--log-interval N] [--json] | --describe-params --config NAME [--json]',
+    '--val-img-dir D --val-ann-dir D] [--log-interval N] [--export FILE.safetensors] [--json] | --describe-params --config NAME [--json]',
   options: {
     config: 'string', data: 'string', dataset: 'string', 'work-dir': 'string', pretrained: 'string', iters: 'number',
     batch: 'number', lr: 'number', device: 'string', amp: 'string', resume: 'boolean', 'eval-interval': 'number',
     'eval-limit': 'number', 'checkpoint-interval': 'number', keep: 'number', seed: 'number', threads: 'number',
     workers: 'number', accumulate: 'number', 'clip-grad': 'number', 'freeze-backbone': 'boolean', 'with-cp': 'boolean',
     'skip-bad-samples': 'boolean', 'train-img-dir': 'string', 'train-ann-dir': 'string', 'val-img-dir': 'string',
-    'val-ann-dir': 'string', 'log-interval': 'number', json: 'boolean', 'describe-params': 'boolean',
+    'val-ann-dir': 'string', 'log-interval': 'number', json: 'boolean', 'describe-params': 'boolean', export: 'string',
   },
   async run(p) {
     if (p.options.threads !== undefined) setNumThreads(intOption(p, 'threads', 1));
@@ -105,7 +106,8 @@ export const trainCommand: TrainCommand = {
     const amp = str(p, 'amp');
     if (amp !== undefined) {
       if (amp !== 'bf16' && amp !== 'fp16') throw new UsageError(`--amp must be bf16 or fp16, got ${JSON.stringify(amp)}`);
-      throw new UsageError('--amp: mixed precision training is not available in this build yet (train in float32)');
+      if (amp === 'fp16' && device === 'cpu') throw new UsageError('--amp fp16 needs --device cuda (float16 autocast is CUDA-only); use --amp bf16 on CPU');
+      if (!autocastSupported()) throw new Error('--amp: this native addon has no autocast support; rebuild it (node scripts/build-native.mjs)');
     }
     const logInterval = intOption(p, 'log-interval', 10);
     const opt = <T>(key: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [key]: v });
@@ -122,7 +124,7 @@ export const trainCommand: TrainCommand = {
       ...opt('iters', p.options.iters === undefined ? undefined : intOption(p, 'iters', 1)),
       ...opt('batch', p.options.batch === undefined ? undefined : intOption(p, 'batch', 1)),
       ...opt('lr', num(p, 'lr')),
-      device, resume,
+      device, resume, amp: (amp as 'bf16' | 'fp16' | undefined) ?? null,
       ...opt('evalInterval', p.options['eval-interval'] === undefined ? undefined : intOption(p, 'eval-interval', 0, 0)),
       ...opt('evalLimit', p.options['eval-limit'] === undefined ? undefined : intOption(p, 'eval-limit', 1)),
       ...opt('checkpointInterval', p.options['checkpoint-interval'] === undefined ? undefined : intOption(p, 'checkpoint-interval', 1)),
@@ -158,13 +160,25 @@ export const trainCommand: TrainCommand = {
     });
     (bar as ProgressBar | null)?.finish();
     if (result.pretrained) warn(formatPretrainedReport(result.pretrained));
+    const exportPath = str(p, 'export');
+    let exported: ReturnType<typeof exportWeights> | null = null;
+    if (exportPath && result.checkpoint && !result.interrupted) {
+      exported = exportWeights(result.checkpoint, exportPath, {
+        dtype: 'float16',
+        metadata: {
+          config: result.config, iterations: String(result.iterations), val_mIoU: result.mIoU === null ? 'null' : String(result.mIoU),
+          source_checkpoint: resolve(result.checkpoint), command: `vit-adapter train ${process.argv.slice(3).join(' ')}`,
+        },
+      });
+      warn(`exported the model weights (float16) to ${exportPath} (${(exported.bytes / 1e6).toFixed(2)} MB)`);
+    }
     const out = {
       config: result.config, iterations: result.iterations, ran: result.ran, world_size: result.world_size,
       losses: result.losses, checkpoint: result.checkpoint ? resolve(result.checkpoint) : null, mIoU: result.mIoU,
       eval: result.eval, evals: result.evals, seconds: result.seconds, it_per_s: result.it_per_s,
       data_wait_share: result.data_wait_share, interrupted: result.interrupted, resumed_from: result.resumed_from,
       train_samples: result.train_samples, val_samples: result.val_samples, num_parameters: result.num_parameters,
-      work_dir: resolve(workDir), log: resolve(workDir, 'log.jsonl'),
+      work_dir: resolve(workDir), log: resolve(workDir, 'log.jsonl'), export: exported ? resolve(exported.path) : null,
     };
     if (json) {
       print(JSON.stringify(out));

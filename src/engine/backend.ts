@@ -80,4 +80,10 @@ export interface Backend {
    */
   checkpoint(fn: (inputs: Handle[]) => Handle[], inputs: Handle[]): Handle[];
   info(): BackendInfo;
+  /** Autocast state of a device type: [enabled, scalar type code]. Optional: backends without mixed precision omit it. */
+  getAutocast?(deviceType: 'cpu' | 'cuda'): [boolean, number];
+  /** Sets autocast (on/off and the low-precision scalar type) for a device type; returns the previous state. */
+  setAutocast?(deviceType: 'cpu' | 'cuda', enabled: boolean, scalarType: number): [boolean, number];
+  /** Enters (+1) or leaves (-1) an autocast region; leaving the outermost clears the cast cache. Returns the depth. */
+  autocastNesting?(delta: 1 | -1): number;
 }

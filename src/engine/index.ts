@@ -4,3 +4,4 @@ export type { Backend, BackendInfo, CudaMemoryStats, Handle } from './backend.js
 export * from './tensor.js';
 export * from './functional.js';
 export { libtorchBackend } from './native.js';
+export * from './autocast.js';

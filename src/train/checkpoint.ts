@@ -16,7 +16,7 @@ import { closeSync, fsyncSync, openSync, readdirSync, renameSync, statSync, unli
 import { basename, dirname, join } from 'node:path';
 import { DTYPE_SIZE, type Tensor, noGrad } from '../engine/index.js';
 import { loadCheckpoint, type Checkpoint } from '../io/checkpoint.js';
-import type { LazyTensor } from '../io/raw.js';
+import { type LazyTensor, float32ToFloat16, toFloat32Array } from '../io/raw.js';
 import { writeSafetensors } from '../io/safetensors.js';
 
 /** The metadata key holding the training state JSON. */
@@ -164,4 +164,41 @@ export function openTrainCheckpoint(path: string): OpenTrainCheckpoint {
     throw new Error(`${path}: training checkpoint format ${JSON.stringify(state.format)}, expected ${TRAIN_CHECKPOINT_FORMAT}`);
   }
   return { path, state, checkpoint: ckpt };
+}
+
+/** What {@link exportWeights} wrote. */
+export interface ExportResult {
+  path: string;
+  tensors: number;
+  bytes: number;
+  dtype: 'float32' | 'float16';
+}
+
+/**
+ * Writes the model weights of a training checkpoint (its non-`optimizer.*`/`rng.*` tensors, under the same keys) to a
+ * new safetensors file, floating-point tensors converted to `dtype` (float16 halves the size; loaders convert back
+ * to the model's dtype), integer buffers kept. `metadata` is stored as the file's `__metadata__` (strings).
+ */
+export function exportWeights(src: string, dst: string, o: { dtype?: 'float32' | 'float16'; metadata?: Record<string, string> } = {}): ExportResult {
+  const dtype = o.dtype ?? 'float16';
+  const ckpt = loadCheckpoint(src);
+  try {
+    const entries: [string, LazyTensor][] = [];
+    for (const [k, t] of ckpt.tensors) {
+      if (TRAIN_STATE_PREFIXES.some((p) => k.startsWith(p))) continue;
+      if (t.dtype === 'float32' && dtype === 'float16') {
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        entries.push([k, {
+          dtype: 'float16', shape: t.shape, nbytes: n * 2,
+          read: () => new Uint8Array(float32ToFloat16(toFloat32Array({ dtype: 'float32', data: t.read() })).buffer),
+        }]);
+      } else {
+        entries.push([k, t]);
+      }
+    }
+    const bytes = writeAtomic(dst, entries, o.metadata ?? {});
+    return { path: dst, tensors: entries.length, bytes, dtype };
+  } finally {
+    ckpt.close();
+  }
 }

@@ -7,3 +7,5 @@ export * from './optim.js';
 export * from './clip.js';
 export * from './schedule.js';
 export { pyPow } from './pow.js';
+export * from './amp.js';
+export * from './build.js';

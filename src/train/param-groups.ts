@@ -180,7 +180,7 @@ export interface ParamGroupDescription {
   param_names: string[];
 }
 
-/** Optimizer defaults shown per group by {@link describeParamGroups} (AdamW's). */
+/** Optimizer hyper-parameters shown per group by {@link describeParamGroups} (default: the group's own, else AdamW's defaults). */
 export interface DescribeOptions {
   betas?: [number, number];
   eps?: number;
@@ -200,8 +200,8 @@ export function describeParamGroups(groups: readonly ParamGroupSpec[], o: Descri
       lr_scale: g.lrScale,
       lr: g.lr,
       weight_decay: g.weightDecay,
-      betas: [...(o.betas ?? [0.9, 0.999])] as [number, number],
-      eps: o.eps ?? 1e-8,
+      betas: [...(o.betas ?? (g as Partial<{ betas: [number, number] }>).betas ?? [0.9, 0.999])] as [number, number],
+      eps: o.eps ?? (g as Partial<{ eps: number }>).eps ?? 1e-8,
       amsgrad: false,
       num_params: g.params.length,
       numel: g.params.reduce((a, p) => a + p.numel(), 0),

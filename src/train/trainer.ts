@@ -17,7 +17,7 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Tensor, fromBytes, getRngState, noGrad, scope, setRngState } from '../engine/index.js';
+import { type Tensor, autocast, fromBytes, getRngState, noGrad, scope, setRngState } from '../engine/index.js';
 import type { Module, TensorSource } from '../nn/index.js';
 import {
   TRAIN_CHECKPOINT_FORMAT, TRAIN_META_KEY, checkpointName, openTrainCheckpoint, pruneCheckpoints, removeStalePartials, writeAtomic,
@@ -28,6 +28,7 @@ import type { BatchSampler, SamplerState } from './sampler.js';
 import { type AdamW, flattenOptimizerState, unflattenOptimizerState, type OptimizerStateMeta } from './optim.js';
 import type { LrScheduler, LrSchedulerState } from './schedule.js';
 import { clipGradNorm } from './clip.js';
+import { GradScaler, type GradScalerState } from './amp.js';
 
 /** The loss of one micro-batch: the total to back-propagate and the terms to log (0-d tensors). */
 export interface StepLoss {
@@ -49,6 +50,8 @@ export interface IterationRecord {
   data_time: number;
   /** Epoch of the iteration's (last) batch. */
   epoch: number;
+  /** float16 mixed precision: the loss scale after this iteration. */
+  loss_scale?: number;
 }
 
 /** An evaluation's result (metric name → value in [0, 1], null for nan). */
@@ -98,6 +101,13 @@ export interface TrainerOptions<T> {
   device?: string;
   /** Handle SIGINT (default true). */
   handleSignals?: boolean;
+  /**
+   * Mixed precision: the forward pass and the loss run under autocast in this dtype on `device` (bfloat16 on CPU or
+   * CUDA; float16 on CUDA, with a dynamic loss scaler). Null: float32.
+   */
+  amp?: 'bfloat16' | 'float16' | null;
+  /** The loss scaler's initial scale for float16 (default 2^16, torch's). */
+  ampInitScale?: number;
 }
 
 /** What {@link runTraining} returns. */
@@ -156,11 +166,12 @@ interface SavedState {
   scheduler: LrSchedulerState;
   sampler: SamplerState;
   rng: { torch_cpu: string; note: string };
+  grad_scaler?: GradScalerState | null;
   meta: Record<string, unknown>;
   saved_at: string;
 }
 
-function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: SamplerState): string {
+function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: SamplerState, scaler: GradScaler | null): string {
   const tensors: [string, CheckpointTensor][] = [];
   const sd = o.model.stateDict();
   for (const [k, t] of sd) tensors.push([k, t]);
@@ -175,6 +186,7 @@ function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: Sam
       torch_cpu: 'tensor rng.torch_cpu',
       note: 'augmentation draws use a per-sample generator seeded from (seed, epoch, index): the sampler state determines them',
     },
+    grad_scaler: scaler ? scaler.stateDict() : null,
     meta: o.meta ?? {}, saved_at: new Date().toISOString(),
   };
   const path = join(o.workDir, checkpointName(iteration));
@@ -183,7 +195,7 @@ function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: Sam
   return path;
 }
 
-function restore<T>(o: TrainerOptions<T>, file: string): { iteration: number; sampler: SamplerState } {
+function restore<T>(o: TrainerOptions<T>, file: string, scaler: GradScaler | null): { iteration: number; sampler: SamplerState } {
   const { state: raw, checkpoint } = openTrainCheckpoint(file);
   const state = raw as unknown as SavedState;
   try {
@@ -215,6 +227,7 @@ function restore<T>(o: TrainerOptions<T>, file: string): { iteration: number; sa
     if (!rng) throw new Error(`${file}: no rng.torch_cpu tensor (the CPU generator state)`);
     setRngState(rng);
     o.sampler.setState(state.sampler);
+    if (scaler && state.grad_scaler) scaler.loadStateDict(state.grad_scaler);
     return { iteration: state.iteration, sampler: state.sampler };
   } finally {
     checkpoint.close();
@@ -233,11 +246,15 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
   const logPath = join(o.workDir, 'log.jsonl');
   const log = (obj: Record<string, unknown>): void => appendFileSync(logPath, `${JSON.stringify(obj)}\n`);
 
+  const amp = o.amp ?? null;
+  const device = o.device ?? 'cpu';
+  if (amp === 'float16' && !device.startsWith('cuda')) throw new Error('mixed precision float16 needs a CUDA device (use bfloat16 on CPU)');
+  const scaler = amp === 'float16' ? new GradScaler({ ...(o.ampInitScale !== undefined ? { initScale: o.ampInitScale } : {}) }) : null;
   let start = 0;
   let lastCkpt: string | null = null;
   let samplerState = o.sampler.state();
   if (o.resume) {
-    const r = restore(o, o.resume);
+    const r = restore(o, o.resume, scaler);
     start = r.iteration;
     samplerState = r.sampler;
     lastCkpt = o.resume;
@@ -300,8 +317,9 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
         epoch = batch.sampled.epoch;
         samplerState = batch.sampled.after;
         scope(() => {
-          const out = o.loss(batch);
-          const l = accumulate === 1 ? out.loss : out.loss.div(accumulate);
+          const out = amp ? autocast(amp, device, () => o.loss(batch)) : o.loss(batch);
+          let l = accumulate === 1 ? out.loss : out.loss.div(accumulate);
+          if (scaler) l = scaler.scale(l);
           l.backward();
           noGrad(() => {
             for (const [name, t] of Object.entries(out.log)) sums[name] = (sums[name] ?? 0) + t.item();
@@ -310,8 +328,17 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
         });
       }
       let gradNorm: number | undefined;
-      if (o.clipGrad) gradNorm = clipGradNorm(o.optimizer.params(), o.clipGrad);
-      o.optimizer.step();
+      if (scaler) {
+        if (o.clipGrad) {
+          scaler.unscale(o.optimizer);
+          gradNorm = clipGradNorm(o.optimizer.params(), o.clipGrad);
+        }
+        scaler.step(o.optimizer);
+        scaler.update();
+      } else {
+        if (o.clipGrad) gradNorm = clipGradNorm(o.optimizer.params(), o.clipGrad);
+        o.optimizer.step();
+      }
       o.optimizer.zeroGrad();
       iter++;
       losses = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / accumulate]));
@@ -319,12 +346,12 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
       waitMs += itWait;
       const rec: IterationRecord = {
         iter, lr: o.optimizer.paramGroups[0]!.lr, losses, ...(gradNorm !== undefined ? { grad_norm: gradNorm } : {}),
-        time: (now - itStart) / 1000, data_time: itWait / 1000, epoch,
+        time: (now - itStart) / 1000, data_time: itWait / 1000, epoch, ...(scaler ? { loss_scale: scaler.getScale() } : {}),
       };
       log({ event: 'iter', ...rec });
       o.onIteration?.(rec, { done: iter, total: o.maxIters, dataWaitShare: waitMs / (now - t0) });
       if (iter % o.checkpointInterval === 0 || iter === o.maxIters || stop) {
-        lastCkpt = saveCheckpoint(o, iter, samplerState);
+        lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
         savedAt = iter;
         log({ event: 'checkpoint', iter, file: lastCkpt });
         o.onCheckpoint?.(lastCkpt, iter);
@@ -336,7 +363,7 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
     await data?.close();
   }
   if (savedAt !== iter && iter > start) {
-    lastCkpt = saveCheckpoint(o, iter, samplerState);
+    lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
     o.onCheckpoint?.(lastCkpt, iter);
   }
   const seconds = (performance.now() - t0) / 1000;

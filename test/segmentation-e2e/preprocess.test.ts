@@ -6,8 +6,8 @@ import { rescaleSize } from '../../src/tasks/segmentation/pipeline-image.js';
 
 const MEAN = [123.675, 116.28, 103.53];
 const STD = [58.395, 57.12, 57.375];
-/** mmcv's normalisation of one value, in float32 as cv2 computes it. */
-const norm = (v: number, c: number): number => Math.fround(Math.fround(v - Math.fround(MEAN[c]!)) * (1 / STD[c]!));
+/** mmcv's normalisation of one value, in float32 as cv2 computes it (mmseg keeps mean and std as float32). */
+const norm = (v: number, c: number): number => Math.fround(Math.fround(v - Math.fround(MEAN[c]!)) * (1 / Math.fround(STD[c]!)));
 
 function image(w: number, h: number, f: (x: number, y: number, c: number) => number): { data: Uint8Array; height: number; width: number } {
   const data = new Uint8Array(w * h * 3);
@@ -57,7 +57,7 @@ test('683×512 RGB image: normalised CHW values by hand (no resize needed)', () 
   // to_rgb false gives BGR planes
   cfg.img_norm_cfg.to_rgb = false;
   const bgr = prepareTestImage(img, cfg);
-  assert.equal(bgr.data[0], Math.fround(Math.fround(f(0, 0, 2) - Math.fround(MEAN[0]!)) * (1 / STD[0]!)));
+  assert.equal(bgr.data[0], Math.fround(Math.fround(f(0, 0, 2) - Math.fround(MEAN[0]!)) * (1 / Math.fround(STD[0]!))));
 });
 
 test('1366×1024 image → 683×512: the uint8 image is resized (cv2 2× shrink = rounded 2×2 mean), then normalised', () => {

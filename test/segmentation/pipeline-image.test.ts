@@ -94,7 +94,7 @@ test('normalizeToCHW: mmcv imnormalize + HWC→CHW, to_rgb semantics', () => {
   assert.deepEqual([...normalizeToCHW(img, 1, 2, mean, std, false)], [5, 1, 2, 0, 0.75, -0.25]);
   // ImageNet stats: (123.675 − 123.675) / 58.395 = 0 exactly
   const n = normalizeToCHW(Uint8Array.from([124, 116, 104]), 1, 1, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375], true);
-  assert.equal(n[0], Math.fround(Math.fround(124 - Math.fround(123.675)) * (1 / 58.395)));
+  assert.equal(n[0], Math.fround(Math.fround(124 - Math.fround(123.675)) * (1 / Math.fround(58.395))));
 });
 
 test('flipHorizontalHWC mirrors columns and keeps pixel channels together', () => {

@@ -7,11 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { readSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
 import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/tasks/segmentation/random.js';
 import { bgrToHsv, hsvToBgr } from '../../src/tasks/segmentation/cv-color.js';
-import { resizeBilinearHWC, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
+import { normalizeToCHW, resizeBilinearHWC, resizeBilinearHWCFixedPointRegion, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
 import {
   ADE20K_TRAIN_PIPELINE,
   PHOTOMETRIC_DEFAULT,
@@ -19,6 +20,7 @@ import {
   adjustContrast,
   adjustHue,
   adjustSaturation,
+  cropHWC,
   hwcToChw,
   labelToInt64,
   normalizeHWC,
@@ -287,6 +289,73 @@ test('HSV->BGR: vector and scalar arithmetic really differ (the split matters)',
   assert.ok(diffVector > 0, 'vector arithmetic on the scalar columns should differ somewhere');
 });
 
+/** float32(1 − a·b) rounded once (a true fma), computed exactly with BigInt: an independent reference. */
+function fmaOneMinusExact(a: number, b: number): number {
+  const K = 2n ** 40n;
+  const ai = BigInt(a * 2 ** 40); // exact: a, b are float32 values ≥ 2^-16 or 0
+  const bi = BigInt(b * 2 ** 40);
+  assert.equal(Number(ai) / 2 ** 40, a);
+  assert.equal(Number(bi) / 2 ** 40, b);
+  const num = K * K - ai * bi; // exact value · 2^80, ≥ 0
+  if (num === 0n) return 0;
+  // exponent e with 2^(e-1) <= x < 2^e; float32 ulp 2^(e-24)
+  let e = num.toString(2).length - 80;
+  const shift = 80 + e - 24; // ulp = 2^(shift - 80)
+  let q: bigint;
+  if (shift >= 0) {
+    const d = 2n ** BigInt(shift);
+    q = num / d;
+    const r = num - q * d;
+    if (2n * r > d || (2n * r === d && (q & 1n) === 1n)) q += 1n;
+  } else {
+    q = num * 2n ** BigInt(-shift);
+  }
+  e = shift - 80;
+  return Number(q) * 2 ** e;
+}
+
+test('HSV->BGR vector path: the fused 1 - s*h terms are exactly rounded for every (H, S) (BigInt reference)', () => {
+  const fr = Math.fround;
+  const inv255 = fr(1 / 255);
+  const hscale = fr(6 / 180);
+  const sectors = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
+  const vs = [1, 77, 200, 255];
+  const w = 256;
+  const h = 180 * vs.length;
+  const hsv = new Uint8Array(h * w * 3);
+  const expected = new Uint8Array(h * w * 3);
+  let unfusedDiffers = 0;
+  for (let H = 0; H < 180; H++) {
+    for (let S = 0; S < 256; S++) {
+      const s = fr(S * inv255);
+      const hh = fr(H * hscale);
+      const sector = Math.trunc(hh);
+      const hf = fr(hh - sector);
+      const f2 = fmaOneMinusExact(s, hf);
+      const f3 = fmaOneMinusExact(s, fr(1 - hf));
+      if (f3 !== fr(1 - fr(s * fr(1 - hf)))) unfusedDiffers++;
+      for (let vi = 0; vi < vs.length; vi++) {
+        const V = vs[vi]!;
+        const i = ((vi * 180 + H) * w + S) * 3;
+        hsv[i] = H;
+        hsv[i + 1] = S;
+        hsv[i + 2] = V;
+        const v = fr(V * inv255);
+        const t = [v, fr(v * fr(1 - s)), fr(v * f2), fr(v * f3)];
+        const [bk, gk, rk] = sectors[sector]!;
+        expected[i] = Math.trunc(fr(t[bk!]! * 255));
+        expected[i + 1] = Math.trunc(fr(t[gk!]! * 255));
+        expected[i + 2] = Math.trunc(fr(t[rk!]! * 255));
+      }
+    }
+  }
+  const got = hsvToBgr(hsv, h, w, 'bgr', undefined, 32); // 256 = 8 blocks of 32: every pixel vector
+  let bad = 0;
+  for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) bad++;
+  assert.equal(bad, 0, `${bad} bytes differ from the exactly rounded reference`);
+  assert.ok(unfusedDiffers > 0, 'fused and unfused 1 - s(1 - h) should differ for some (H, S)');
+});
+
 test('resize_tables: OpenCV INTER_LINEAR (uint8, incl. exact-half) and INTER_NEAREST', { skip: SKIP }, () => {
   const c = getCase('resize_tables');
   const items = c.items as { index: number; src_hw: [number, number]; channels: number; dst_hw: [number, number]; interpolation: string }[];
@@ -298,6 +367,32 @@ test('resize_tables: OpenCV INTER_LINEAR (uint8, incl. exact-half) and INTER_NEA
     const out = it.interpolation === 'bilinear' ? resizeBilinearHWC(src, sh, sw, dh, dw) : resizeNearestHWC(src, sh, sw, dh, dw);
     expectArray(c, `${it.index}.out`, out);
   }
+});
+
+test('resizeBilinearHWCFixedPointRegion equals cropping the full resize (up, down, exact half, same size)', () => {
+  const r = new SeededRandom(3);
+  const sizes: [number, number, number, number, number][] = [
+    [23, 37, 29, 47, 3],
+    [40, 30, 17, 11, 3],
+    [32, 48, 16, 24, 3],
+    [12, 9, 12, 9, 3],
+    [7, 5, 30, 3, 1],
+    [5, 40, 9, 17, 1],
+  ];
+  for (const [h, w, nh, nw, c] of sizes) {
+    const img = Uint8Array.from({ length: h * w * c }, () => r.randint(256));
+    const full = resizeBilinearHWC(img, h, w, nh, nw);
+    for (let k = 0; k < 6; k++) {
+      const y0 = r.randint(0, nh);
+      const y1 = r.randint(y0, nh + 1);
+      const x0 = r.randint(0, nw);
+      const x1 = r.randint(x0, nw + 1);
+      const region = resizeBilinearHWCFixedPointRegion(img, h, w, nh, nw, y0, y1, x0, x1);
+      const expected = cropHWC(full, nh, nw, c, [y0, y1, x0, x1]).data;
+      assert.deepEqual([...region], [...expected], `${w}x${h} -> ${nw}x${nh}, rows ${y0}..${y1}, cols ${x0}..${x1}`);
+    }
+  }
+  assert.throws(() => resizeBilinearHWCFixedPointRegion(new Uint8Array(12), 2, 2, 4, 4, 0, 5, 0, 4), /not inside 4x4/);
 });
 
 test('size_table_config_scale: Resize size arithmetic at (2048, 512), 15 image sizes', { skip: SKIP }, () => {
@@ -417,7 +512,7 @@ test('PhotoMetricDistortion cases: draws in order, every step and the output, BG
   }
 });
 
-test('Normalize case: the float32 table and the image (to_rgb), from BGR and from RGB input', { skip: SKIP }, () => {
+test('Normalize case: the float32 table and the image (to_rgb), from BGR and from RGB input; test-time normalizeToCHW agrees', { skip: SKIP }, () => {
   const c = getCase('normalize');
   const t = c.transform as { mean: number[]; std: number[]; to_rgb: boolean };
   const lut = normalizeLut(t.mean, t.std);
@@ -429,6 +524,10 @@ test('Normalize case: the float32 table and the image (to_rgb), from BGR and fro
   // to_rgb = false keeps mmseg's BGR planes
   const bgrOut = normalizeHWC(swapRB(img), h!, w!, lut, 'rgb', false);
   assert.equal(bgrOut[0], lut[img[0]!]);
+  // the test-time normalisation (pipeline-image.ts) gives the same values: every byte value, every channel
+  const ramp = Uint8Array.from({ length: 256 * 3 }, (_, i) => Math.floor(i / 3));
+  const chw = normalizeToCHW(ramp, 1, 256, t.mean, t.std, true);
+  expectArray(c, 'lut_rgb_by_value', chw);
   assert.deepEqual([...t.mean], [...ADE20K_TRAIN_PIPELINE.mean]);
   assert.deepEqual([...t.std], [...ADE20K_TRAIN_PIPELINE.std]);
 });
@@ -615,4 +714,37 @@ test('trainPipeline: seeded runs reproduce; bad input gets a clear error', () =>
     /image has 5 bytes, expected 40x60x3/,
   );
   assert.throws(() => trainPipeline(sample, { ...cfg, padSize: [16, 16] }, new SeededRandom(1)), /does not fit the pad size/);
+});
+
+test('trainPipeline runs in a worker thread (typed arrays only) and gives the main thread\'s result', async () => {
+  const h = 48;
+  const w = 64;
+  const img = Uint8Array.from({ length: h * w * 3 }, (_, i) => (i * 131 + (i >> 5)) & 255);
+  const label = Uint8Array.from({ length: h * w }, (_, i) => 1 + ((i % w >> 4) + (Math.floor(i / w) >> 4)) % 5);
+  const cfg = scaledTrainPipelineCfg(32);
+  const here = trainPipeline({ image: { data: img, height: h, width: w }, label: { data: label, height: h, width: w } }, cfg, new SeededRandom(9, 1, 2));
+  const moduleUrl = new URL('../../src/tasks/segmentation/pipeline-train.js', import.meta.url).href;
+  const randomUrl = new URL('../../src/tasks/segmentation/random.js', import.meta.url).href;
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    (async () => {
+      const P = await import(workerData.moduleUrl);
+      const R = await import(workerData.randomUrl);
+      const d = workerData;
+      const out = P.trainPipeline({ image: { data: d.img, height: d.h, width: d.w }, label: { data: d.label, height: d.h, width: d.w } },
+        d.cfg, new R.SeededRandom(9, 1, 2));
+      parentPort.postMessage(out, [out.img.buffer, out.label.buffer]);
+    })().catch((e) => { throw e; });`;
+  const there = await new Promise<{ img: Float32Array; label: Uint8Array; meta: unknown }>((resolve, reject) => {
+    const worker = new Worker(code, { eval: true, workerData: { moduleUrl, randomUrl, img, label, h, w, cfg } });
+    worker.once('message', (m) => {
+      resolve(m as { img: Float32Array; label: Uint8Array; meta: unknown });
+      void worker.terminate();
+    });
+    worker.once('error', reject);
+  });
+  assert.ok(there.img instanceof Float32Array && there.label instanceof Uint8Array);
+  assert.deepEqual([...there.img], [...here.img]);
+  assert.deepEqual([...there.label], [...here.label]);
+  assert.deepEqual(there.meta, here.meta);
 });

@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildParamGroups, buildPlainParamGroups, describeParamGroups, isNoDecay, layerIdForVit } from '../../src/train/index.js';
+import {
+  type LrConfig, LrScheduler, type OptimizerConfig, buildOptimizer, buildParamGroups, buildPlainParamGroups, describeParamGroups, isNoDecay, layerIdForVit,
+} from '../../src/train/index.js';
 import { buildSegmentor } from '../../src/tasks/segmentation/inference.js';
 import { getPreset } from '../../src/tasks/segmentation/configs.js';
 import { SKIP, fixtureJson } from './helpers.js';
@@ -112,6 +114,31 @@ test('a 24-block backbone (the L layout) gets 26 layer ids and scales rate ** (2
     }
     assert.equal(groups.find((g) => g.layerId === 25)!.lrScale, 1);
     assert.throws(() => buildParamGroups(model, { lr: 2e-5, weightDecay: 0.05, numLayers: 12, layerDecayRate: 0.9 }), /is in block 12, but numLayers is 12/);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('the recipe\'s optimizer and lr_config build the fixture\'s groups and schedule', { skip: SKIP }, () => {
+  const recipe = fixtureJson<{ optimizer: OptimizerConfig; lr_config: LrConfig; runner: { max_iters: number } }>('recipe_tiny.json');
+  const pg = fixtureJson<PGFixture>('param_groups_tiny.json');
+  const lrf = fixtureJson<{ schedules: { name: string; rows: { iter: number; lr_all_groups?: number[] }[] }[] }>('lr_schedule_tiny.json');
+  const model = buildSegmentor(getPreset('upernet_deit_adapter_tiny_512_160k_ade20k'));
+  try {
+    const opt = buildOptimizer(model, recipe.optimizer);
+    assert.deepEqual(describeParamGroups(opt.paramGroups).groups.map((g) => [g.group_name, g.lr, g.weight_decay, g.num_params]),
+      pg.groups.map((g) => [g.group_name, g.lr, g.weight_decay, g.num_params]));
+    const sched = new LrScheduler(opt, recipe.lr_config, { maxIters: recipe.runner.max_iters });
+    const rows = lrf.schedules.find((s) => s.name === 'poly_warmup_tiny_recipe')!.rows;
+    for (const r of rows) assert.deepEqual(sched.step(r.iter), r.lr_all_groups, `iter ${r.iter}`);
+    // mmcv logs param_groups[0]['lr'], i.e. layer_0_decay's
+    assert.equal(opt.paramGroups[0]!.groupName, 'layer_0_decay');
+    const plain = buildOptimizer(model, { type: 'AdamW', lr: 1e-3 });
+    assert.equal(plain.paramGroups.length, 1);
+    assert.equal(plain.paramGroups[0]!.weightDecay, 0.01);
+    assert.throws(() => buildOptimizer(model, { ...recipe.optimizer, type: 'SGD' as 'AdamW' }), /type "SGD" is not supported/);
+    assert.throws(() => buildOptimizer(model, { ...recipe.optimizer, paramwise_cfg: undefined }), /needs paramwise_cfg/);
+    assert.throws(() => buildOptimizer(model, { ...recipe.optimizer, momentum: 0.9 } as OptimizerConfig), /unknown key "momentum"/);
   } finally {
     model.dispose();
   }

@@ -64,7 +64,7 @@ test('resume is bit-exact: 4 iterations straight = 2, resume, 2 (CPU; data from 
     const otherLr = tinyTrainConfig({ optimizer: { lr: 1e-3, paramwise_cfg: { num_layers: 4, layer_decay_rate: 0.9 } } });
     await assert.rejects(
       trainSegmentor({ ...common, config: otherLr, workDir: join(dir, 'd'), workers: 0, resume: mid }),
-      /train\.optimizer\.lr: 0\.0006 vs 0\.001/,
+      /train\.optimizer\.lr: 0\.0012 vs 0\.001/,
     );
     assert.equal(existsSync(join(dir, 'c', checkpointName(4))), false);
   } finally {

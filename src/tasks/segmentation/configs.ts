@@ -287,17 +287,17 @@ function synthCompact(kind: 'adapter' | 'baseline'): SegConfig {
     },
     train: {
       optimizer: {
-        type: 'AdamW', lr: 6e-4, betas: [0.9, 0.999], weight_decay: 0.01, constructor: 'LayerDecayOptimizerConstructor',
+        type: 'AdamW', lr: 1.2e-3, betas: [0.9, 0.999], weight_decay: 0.01, constructor: 'LayerDecayOptimizerConstructor',
         paramwise_cfg: { num_layers: depth, layer_decay_rate: 1.0 },
       },
       optimizer_config: { grad_clip: null, cumulative_iters: 1 },
       lr_config: { policy: 'poly', warmup: 'linear', warmup_iters: 50, warmup_ratio: 1e-6, power: 1.0, min_lr: 0.0, by_epoch: false },
-      max_iters: 800,
+      max_iters: 350,
       samples_per_gpu: 4,
       workers_per_gpu: 1,
-      checkpoint_interval: 100,
+      checkpoint_interval: 50,
       max_keep_ckpts: 2,
-      eval_interval: 200,
+      eval_interval: 50,
       pipeline: {
         img_scale: [4 * SYNTH_SIZE, SYNTH_SIZE], ratio_range: [0.5, 2.0], crop_size: [SYNTH_SIZE, SYNTH_SIZE], cat_max_ratio: 0.75,
         flip_prob: 0.5, photo_metric_distortion: true,
@@ -305,7 +305,7 @@ function synthCompact(kind: 'adapter' | 'baseline'): SegConfig {
       train_split: { img_dir: 'img_dir/train', ann_dir: 'ann_dir/train' },
       val_split: { img_dir: 'img_dir/val', ann_dir: 'ann_dir/val' },
       source: 'this project: the authors\' recipe shape (AdamW, layer-decay groups, poly with linear warmup, mmseg augmentation) ' +
-        'scaled to a from-scratch CPU run (lr 6e-4, decay rate 1.0, 800 iterations, batch 4, 128 px)',
+        'scaled to a from-scratch CPU run of about 20 minutes (lr 1.2e-3, decay rate 1.0, 350 iterations, batch 4, 128 px)',
     },
   };
 }

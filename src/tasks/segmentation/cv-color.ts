@@ -111,6 +111,50 @@ const F_INV255 = Math.fround(1 / 255);
 const F_HSCALE = Math.fround(6 / 180);
 
 /**
+ * Tables for the vector path, indexed by byte values (built on first use, ~0.6 MB):
+ * `s`, `v`, `1 − s`, `trunc(255·v)`, the sector of each hue and, per (H, S), the fused
+ * `1 − s·h` and `1 − s·(1 − h)` (float32 values).
+ */
+interface VectorTables {
+  v: Float32Array;
+  oneMinusS: Float32Array;
+  vOut: Uint8Array;
+  sector: Uint8Array;
+  a: Float32Array;
+  b: Float32Array;
+}
+let vectorTables: VectorTables | null = null;
+function getVectorTables(): VectorTables {
+  if (vectorTables !== null) return vectorTables;
+  const fr = Math.fround;
+  const v = new Float32Array(256);
+  const oneMinusS = new Float32Array(256);
+  const vOut = new Uint8Array(256);
+  const sector = new Uint8Array(256);
+  const a = new Float32Array(256 * 256);
+  const b = new Float32Array(256 * 256);
+  const sf = new Float64Array(256);
+  for (let i = 0; i < 256; i++) {
+    sf[i] = fr(i * F_INV255);
+    v[i] = sf[i]!;
+    oneMinusS[i] = fr(1 - sf[i]!);
+    vOut[i] = Math.trunc(fr(sf[i]! * 255));
+  }
+  for (let H = 0; H < 256; H++) {
+    const hh = fr(H * F_HSCALE);
+    const pre = Math.trunc(hh);
+    const hf = fr(hh - pre);
+    sector[H] = pre - Math.trunc(pre / 6) * 6;
+    const omh = fr(1 - hf);
+    for (let S = 0; S < 256; S++) {
+      a[(H << 8) | S] = fmaOneMinus(sf[S]!, hf);
+      b[(H << 8) | S] = fmaOneMinus(sf[S]!, omh);
+    }
+  }
+  return (vectorTables = { v, oneMinusS, vOut, sector, a, b });
+}
+
+/**
  * HSV → BGR (or RGB), uint8, as OpenCV 4.6 (AVX2 build) computes it: per row, the first
  * `block · floor(W / block)` pixels with the vector arithmetic (`sector = trunc(hh)`, fused
  * `1 − s·h` and `1 − s·(1 − h)`, output `trunc(255·x)`), the remaining pixels with the scalar
@@ -143,32 +187,39 @@ export function hsvToBgr(
   const nVec = block * Math.floor(w / block);
   const fr = Math.fround;
   const tab = [0, 0, 0, 0];
+  const T = getVectorTables();
   for (let y = 0; y < h; y++) {
     const row = y * w * 3;
     for (let x = 0; x < w; x++) {
       const i = row + x * 3;
-      const s = fr(hsv[i + 1]! * F_INV255);
-      const v = fr(hsv[i + 2]! * F_INV255);
-      let hh = fr(hsv[i]! * F_HSCALE);
       let b: number;
       let g: number;
       let r: number;
       if (x < nVec) {
-        const pre = Math.trunc(hh);
-        const hf = fr(hh - pre);
-        const sector = pre - Math.trunc(pre / 6) * 6;
-        tab[0] = v;
-        tab[1] = fr(v * fr(1 - s));
-        tab[2] = fr(v * fmaOneMinus(s, hf));
-        tab[3] = fr(v * fmaOneMinus(s, fr(1 - hf)));
-        const k = sector * 3;
-        b = Math.trunc(fr(tab[SECTOR_TABLE[k]!]! * 255));
-        g = Math.trunc(fr(tab[SECTOR_TABLE[k + 1]!]! * 255));
-        r = Math.trunc(fr(tab[SECTOR_TABLE[k + 2]!]! * 255));
-      } else if (s === 0) {
-        b = g = r = rne(fr(v * 255));
+        // Vector path (tables hold exactly the float32 values the per-pixel code would compute).
+        const H = hsv[i]!;
+        const S = hsv[i + 1]!;
+        const V = hsv[i + 2]!;
+        const vv = T.v[V]!;
+        const k = (H << 8) | S;
+        const t0 = T.vOut[V]!;
+        const t1 = Math.trunc(fr(fr(vv * T.oneMinusS[S]!) * 255));
+        const t2 = Math.trunc(fr(fr(vv * T.a[k]!) * 255));
+        const t3 = Math.trunc(fr(fr(vv * T.b[k]!) * 255));
+        switch (T.sector[H]) {
+          case 0: b = t1; g = t3; r = t0; break;
+          case 1: b = t1; g = t0; r = t2; break;
+          case 2: b = t3; g = t0; r = t1; break;
+          case 3: b = t0; g = t2; r = t1; break;
+          case 4: b = t0; g = t1; r = t3; break;
+          default: b = t2; g = t1; r = t0; break;
+        }
+      } else if (hsv[i + 1] === 0) {
+        b = g = r = rne(fr(fr(hsv[i + 2]! * F_INV255) * 255));
       } else {
-        hh = hh % 6; // fmod (hh ≥ 0)
+        const s = fr(hsv[i + 1]! * F_INV255);
+        const v = fr(hsv[i + 2]! * F_INV255);
+        const hh = fr(hsv[i]! * F_HSCALE) % 6; // fmod (hh ≥ 0)
         let sector = Math.floor(hh);
         let hf = fr(hh - sector);
         if (sector < 0 || sector >= 6) {

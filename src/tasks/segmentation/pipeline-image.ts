@@ -216,67 +216,144 @@ export function resizeBilinearHWCFloat(img: PixelArray, h: number, w: number, ne
  * @returns newH*newW*C bytes
  */
 export function resizeBilinearHWCFixedPoint(img: Uint8Array, h: number, w: number, newH: number, newW: number): Uint8Array {
+  return resizeBilinearHWCFixedPointRegion(img, h, w, newH, newW, 0, newH, 0, newW);
+}
+
+/** OpenCV's `cvRound` (round half to even) of a finite double. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && (r & 1) === 1 ? r - 1 : r;
+}
+
+/**
+ * A rectangle of {@link resizeBilinearHWCFixedPoint}'s output, computed without the rest: rows
+ * `[y0, y1)` and columns `[x0, x1)` of the `newH × newW` resize, byte for byte the same as cropping
+ * the full result (every output pixel depends only on its own coordinates). The training pipeline
+ * resizes only the random crop this way.
+ *
+ * @param img H*W*C bytes
+ * @param h source height
+ * @param w source width
+ * @param newH full output height
+ * @param newW full output width
+ * @param y0 first output row
+ * @param y1 end output row (exclusive)
+ * @param x0 first output column
+ * @param x1 end output column (exclusive)
+ * @returns (y1−y0)*(x1−x0)*C bytes
+ */
+export function resizeBilinearHWCFixedPointRegion(
+  img: Uint8Array,
+  h: number,
+  w: number,
+  newH: number,
+  newW: number,
+  y0: number,
+  y1: number,
+  x0: number,
+  x1: number,
+): Uint8Array {
   const c = channelsOf(img.length, h, w, 'resizeBilinearHWCFixedPoint');
   channelsOf(newH * newW, newH, newW, 'resizeBilinearHWCFixedPoint (output)');
-  const out = new Uint8Array(newH * newW * c);
+  if (!(Number.isInteger(y0) && Number.isInteger(y1) && Number.isInteger(x0) && Number.isInteger(x1) && 0 <= y0 && y0 <= y1 && y1 <= newH && 0 <= x0 && x0 <= x1 && x1 <= newW)) {
+    throw new RangeError(`resizeBilinearHWCFixedPoint: region rows [${y0}, ${y1}) x cols [${x0}, ${x1}) is not inside ${newW}x${newH}`);
+  }
+  const oh = y1 - y0;
+  const ow = x1 - x0;
+  const out = new Uint8Array(oh * ow * c);
+  const stride = w * c;
+  const rowLen = ow * c;
   if (newH === h && newW === w) {
-    out.set(img);
+    for (let y = 0; y < oh; y++) out.set(img.subarray((y0 + y) * stride + x0 * c, (y0 + y) * stride + x1 * c), y * rowLen);
     return out;
   }
   const scaleX = 1 / (newW / w);
   const scaleY = 1 / (newH / h);
   if (scaleX === 2 && scaleY === 2) {
-    const stride = w * c;
-    for (let dy = 0; dy < newH; dy++) {
-      for (let dx = 0; dx < newW; dx++) {
-        const s = 2 * dy * stride + 2 * dx * c;
+    // OpenCV switches INTER_LINEAR to its INTER_AREA fast path for an exact 2x shrink.
+    let o = 0;
+    for (let dy = y0; dy < y1; dy++) {
+      const r0 = 2 * dy * stride;
+      const r1 = r0 + stride;
+      for (let dx = x0; dx < x1; dx++) {
+        const s = 2 * dx * c;
         for (let k = 0; k < c; k++) {
-          const sum = img[s + k]! + img[s + c + k]! + img[s + stride + k]! + img[s + stride + c + k]!;
-          out[(dy * newW + dx) * c + k] = (sum + 2) >> 2;
+          out[o++] = (img[r0 + s + k]! + img[r0 + s + c + k]! + img[r1 + s + k]! + img[r1 + s + c + k]! + 2) >> 2;
         }
       }
     }
     return out;
   }
-  const xs = linearCoeffs(w, newW, true, true);
-  const ys = linearCoeffs(h, newH, false, true);
-  const fix = (v: number): number => {
-    // cvRound of a float32 weight times 2048 (exact in double), ties to even.
-    const x = v * 2048;
-    const r = Math.round(x);
-    return r - x === 0.5 && (r & 1) === 1 ? r - 1 : r;
-  };
-  const ia0 = Int32Array.from(xs.w0, fix);
-  const ia1 = Int32Array.from(xs.w1, fix);
-  const ib0 = Int32Array.from(ys.w0, fix);
-  const ib1 = Int32Array.from(ys.w1, fix);
-  const rowLen = newW * c;
-  const cache = new Map<number, Int32Array>();
-  const hrow = (sy: number): Int32Array => {
-    let r = cache.get(sy);
-    if (r !== undefined) return r;
-    r = new Int32Array(rowLen);
-    const base = sy * w * c;
-    for (let dx = 0; dx < newW; dx++) {
-      const o0 = base + xs.i0[dx]! * c;
-      const o1 = base + xs.i1[dx]! * c;
-      const a0 = ia0[dx]!;
-      const a1 = ia1[dx]!;
-      for (let k = 0; k < c; k++) r[dx * c + k] = img[o0 + k]! * a0 + img[o1 + k]! * a1;
+  // Column taps/weights: x clamped with weights (2048, 0) outside the image.
+  const xo0 = new Int32Array(ow);
+  const xo1 = new Int32Array(ow);
+  const a0 = new Int32Array(ow);
+  const a1 = new Int32Array(ow);
+  for (let j = 0; j < ow; j++) {
+    let f = Math.fround((x0 + j + 0.5) * scaleX - 0.5);
+    let s = Math.floor(f);
+    f = Math.fround(f - s);
+    if (s < 0) {
+      s = 0;
+      f = 0;
     }
-    if (cache.size >= 2) cache.delete(cache.keys().next().value as number);
-    cache.set(sy, r);
-    return r;
+    if (s >= w - 1) {
+      s = w - 1;
+      f = 0;
+    }
+    xo0[j] = s * c;
+    xo1[j] = Math.min(s + 1, w - 1) * c;
+    a0[j] = roundHalfEven(Math.fround(1 - f) * 2048);
+    a1[j] = roundHalfEven(f * 2048);
+  }
+  // Horizontal passes of two source rows, reused while consecutive output rows share them.
+  const slots = [new Int32Array(rowLen), new Int32Array(rowLen)];
+  const slotRow = [-1, -1];
+  const hpass = (sy: number, dst: Int32Array): void => {
+    const base = sy * stride;
+    if (c === 3) {
+      for (let j = 0, o = 0; j < ow; j++, o += 3) {
+        const p0 = base + xo0[j]!;
+        const p1 = base + xo1[j]!;
+        const wa = a0[j]!;
+        const wb = a1[j]!;
+        dst[o] = img[p0]! * wa + img[p1]! * wb;
+        dst[o + 1] = img[p0 + 1]! * wa + img[p1 + 1]! * wb;
+        dst[o + 2] = img[p0 + 2]! * wa + img[p1 + 2]! * wb;
+      }
+    } else {
+      for (let j = 0, o = 0; j < ow; j++) {
+        const p0 = base + xo0[j]!;
+        const p1 = base + xo1[j]!;
+        const wa = a0[j]!;
+        const wb = a1[j]!;
+        for (let k = 0; k < c; k++, o++) dst[o] = img[p0 + k]! * wa + img[p1 + k]! * wb;
+      }
+    }
   };
-  for (let dy = 0; dy < newH; dy++) {
-    const r0 = hrow(ys.i0[dy]!);
-    const r1 = hrow(ys.i1[dy]!);
-    const b0 = ib0[dy]!;
-    const b1 = ib1[dy]!;
-    const o = dy * rowLen;
+  const fetch = (sy: number, keep: number): Int32Array => {
+    if (slotRow[0] === sy) return slots[0]!;
+    if (slotRow[1] === sy) return slots[1]!;
+    const k = slotRow[0] === keep ? 1 : 0;
+    hpass(sy, slots[k]!);
+    slotRow[k] = sy;
+    return slots[k]!;
+  };
+  let o = 0;
+  for (let dy = y0; dy < y1; dy++) {
+    // Rows: weights are not reset at the borders; the row indices are clamped.
+    const fy0 = Math.fround((dy + 0.5) * scaleY - 0.5);
+    const sy = Math.floor(fy0);
+    const fy = Math.fround(fy0 - sy);
+    const b0 = roundHalfEven(Math.fround(1 - fy) * 2048);
+    const b1 = roundHalfEven(fy * 2048);
+    const r0 = sy < 0 ? 0 : sy > h - 1 ? h - 1 : sy;
+    const r1 = sy + 1 < 0 ? 0 : sy + 1 > h - 1 ? h - 1 : sy + 1;
+    const R0 = fetch(r0, r1);
+    const R1 = fetch(r1, r0);
     for (let i = 0; i < rowLen; i++) {
-      const v = (((b0 * (r0[i]! >> 4)) >> 16) + ((b1 * (r1[i]! >> 4)) >> 16) + 2) >> 2;
-      out[o + i] = v < 0 ? 0 : v > 255 ? 255 : v;
+      const v = (((b0 * (R0[i]! >> 4)) >> 16) + ((b1 * (R1[i]! >> 4)) >> 16) + 2) >> 2;
+      out[o++] = v < 0 ? 0 : v > 255 ? 255 : v;
     }
   }
   return out;
@@ -324,8 +401,10 @@ export function resizeNearestHWC<T extends PixelArray>(img: T, h: number, w: num
  * loads BGR and `to_rgb=True` turns it into RGB, so here `toRgb=true` keeps our RGB order and
  * `toRgb=false` produces BGR planes. `mean` and `std` are given in the *output* channel order, as
  * in mmseg configs. Arithmetic reproduces mmcv's `cv2.subtract` / `cv2.multiply` on float32
- * images bit for bit (checked against opencv-python 4.14): `out = f32(f32(x − f32(mean)) · (1 / std))`,
- * the reciprocal taken in double.
+ * images bit for bit (checked against opencv-python 4.14): `out = f32(f32(x − f32(mean)) · (1 / f32(std)))`,
+ * the reciprocal taken in double of the float32 std (mmseg's `Normalize` stores mean and std as float32
+ * arrays; the unrounded std gives 1-ulp differences on 84 of the 768 byte values of the ImageNet
+ * constants — checked against `../shared/fixtures/training` `normalize.lut_rgb_by_value`).
  *
  * @param img H*W*3 RGB pixels (bytes or floats)
  * @param h height
@@ -351,9 +430,9 @@ export function normalizeToCHW(
   for (let oc = 0; oc < 3; oc++) {
     const ic = toRgb ? oc : 2 - oc;
     const m = Math.fround(mean[oc]!);
-    const s = std[oc]!;
+    const s = Math.fround(std[oc]!); // mmseg: np.array(std, dtype=np.float32)
     if (!(s !== 0)) throw new RangeError(`normalizeToCHW: std[${oc}] must be non-zero`);
-    const inv = 1 / s; // OpenCV multiplies the float32 difference by the double scalar, then rounds.
+    const inv = 1 / s; // mmcv: 1 / np.float64(std); OpenCV multiplies the float32 difference by it, then rounds.
     const base = oc * plane;
     for (let p = 0; p < plane; p++) {
       out[base + p] = Math.fround(Math.fround(img[p * 3 + ic]! - m) * inv);

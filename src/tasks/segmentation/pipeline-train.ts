@@ -22,7 +22,13 @@
  * when a step is the identity, e.g. no flip).
  */
 import { bgrToHsv, hsvToBgr, HSV2BGR_VECTOR_BLOCK, type ChannelOrder } from './cv-color.js';
-import { rescaleFactor, resizeBilinearHWC, resizeNearestHWC, flipHorizontalHWC } from './pipeline-image.js';
+import {
+  flipHorizontalHWC,
+  rescaleFactor,
+  resizeBilinearHWC,
+  resizeBilinearHWCFixedPointRegion,
+  resizeNearestHWC,
+} from './pipeline-image.js';
 import type { PipelineRandom } from './random.js';
 
 export type { ChannelOrder } from './cv-color.js';
@@ -330,23 +336,51 @@ export function randomCrop(
   rng: PipelineRandom,
 ): ImageLabelPair & { box: CropBox; boxesDrawn: number; checks: CropCheck[] } {
   checkPair(pair, 'RandomCrop');
-  if (!(cropSize[0] > 0 && cropSize[1] > 0)) throw new RangeError(`RandomCrop: crop_size must be positive, got ${cropSize.join('x')}`);
   const { height: h, width: w } = pair;
+  const sel = chooseCropBox(pair.label, h, w, cropSize, catMaxRatio, ignoreIndex, rng);
+  const img = cropHWC(pair.img, h, w, 3, sel.box);
+  const label = cropHWC(pair.label, h, w, 1, sel.box);
+  return { img: img.data, label: label.data, height: img.height, width: img.width, ...sel };
+}
+
+/**
+ * RandomCrop's box selection alone (draws and checks, no copying): the first box, then up to 10
+ * checks with a new box after each rejection; the last box drawn is the result.
+ *
+ * @param label H×W labels
+ * @param h rows
+ * @param w columns
+ * @param cropSize [ch, cw]
+ * @param catMaxRatio e.g. 0.75 (≥ 1: no checks)
+ * @param ignoreIndex e.g. 255
+ * @param rng random source
+ */
+export function chooseCropBox(
+  label: Uint8Array,
+  h: number,
+  w: number,
+  cropSize: readonly [number, number],
+  catMaxRatio: number,
+  ignoreIndex: number,
+  rng: PipelineRandom,
+): { box: CropBox; boxesDrawn: number; checks: CropCheck[] } {
+  if (!(Number.isInteger(cropSize[0]) && Number.isInteger(cropSize[1]) && cropSize[0] > 0 && cropSize[1] > 0)) {
+    throw new RangeError(`RandomCrop: crop_size must be positive integers, got ${cropSize.join('x')}`);
+  }
+  if (label.length !== h * w) throw new RangeError(`RandomCrop: label map has ${label.length} values, expected ${h}x${w}`);
   let box = drawCropBox(h, w, cropSize, rng);
   let boxesDrawn = 1;
   const checks: CropCheck[] = [];
   if (catMaxRatio < 1) {
     for (let i = 0; i < 10; i++) {
-      const c = checkCropBox(pair.label, h, w, box, catMaxRatio, ignoreIndex);
+      const c = checkCropBox(label, h, w, box, catMaxRatio, ignoreIndex);
       checks.push(c);
       if (c.accepted) break;
       box = drawCropBox(h, w, cropSize, rng);
       boxesDrawn++;
     }
   }
-  const img = cropHWC(pair.img, h, w, 3, box);
-  const label = cropHWC(pair.label, h, w, 1, box);
-  return { img: img.data, label: label.data, height: img.height, width: img.width, box, boxesDrawn, checks };
+  return { box, boxesDrawn, checks };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -520,10 +554,23 @@ export function photoMetricDistortion(
   order: ChannelOrder = 'bgr',
   block: number = HSV2BGR_VECTOR_BLOCK,
 ): { img: Uint8Array; params: PhotoMetricParams } {
+  return photoMetricCore(img, h, w, cfg, rng, order, block, false);
+}
+
+function photoMetricCore(
+  img: Uint8Array,
+  h: number,
+  w: number,
+  cfg: PhotoMetricCfg,
+  rng: PipelineRandom,
+  order: ChannelOrder,
+  block: number,
+  inPlace: boolean,
+): { img: Uint8Array; params: PhotoMetricParams } {
   if (img.length !== h * w * 3) throw new RangeError(`PhotoMetricDistortion: expected ${h}x${w}x3 bytes, got ${img.length}`);
   const params: PhotoMetricParams = { brightness: null, mode: 0, contrast: null, saturation: null, hue: null };
   let cur = img;
-  const owned = (): Uint8Array => (cur === img ? new Uint8Array(img) : cur);
+  const owned = (): Uint8Array => (cur === img && !inPlace ? new Uint8Array(img) : cur);
   const contrast = (): void => {
     if (rng.randint(2)) {
       params.contrast = rng.uniform(cfg.contrastRange[0], cfg.contrastRange[1]);
@@ -725,6 +772,45 @@ function checkPair(p: ImageLabelPair, what: string): void {
   }
 }
 
+/** reduce_zero_label as a byte table. */
+const REDUCE_ZERO_LUT = reduceZeroLabel(Uint8Array.from({ length: 256 }, (_, i) => i));
+
+/** INTER_NEAREST resize of a label map with an optional value table applied on the way. */
+function resizeLabelNearest(label: Uint8Array, h: number, w: number, nh: number, nw: number, map: Uint8Array | null): Uint8Array {
+  if (map === null) return resizeNearestHWC(label, h, w, nh, nw);
+  if (nh === h && nw === w) {
+    const out = new Uint8Array(label.length);
+    for (let i = 0; i < label.length; i++) out[i] = map[label[i]!]!;
+    return out;
+  }
+  const out = new Uint8Array(nh * nw);
+  const ifx = 1 / (nw / w);
+  const ify = 1 / (nh / h);
+  const xo = new Int32Array(nw);
+  for (let dx = 0; dx < nw; dx++) xo[dx] = Math.min(Math.floor(dx * ifx), w - 1);
+  let o = 0;
+  for (let dy = 0; dy < nh; dy++) {
+    const srow = Math.min(Math.floor(dy * ify), h - 1) * w;
+    for (let dx = 0; dx < nw; dx++) out[o++] = map[label[srow + xo[dx]!]!]!;
+  }
+  return out;
+}
+
+/** Mirrors every row of an HWC array in place. */
+function flipRowsInPlace(a: Uint8Array, h: number, w: number, c: number): void {
+  for (let y = 0; y < h; y++) {
+    let l = y * w * c;
+    let r = l + (w - 1) * c;
+    for (; l < r; l += c, r -= c) {
+      for (let k = 0; k < c; k++) {
+        const t = a[l + k]!;
+        a[l + k] = a[r + k]!;
+        a[r + k] = t;
+      }
+    }
+  }
+}
+
 const lutCache = new Map<string, Float32Array>();
 function cachedNormalizeLut(mean: readonly number[], std: readonly number[]): Float32Array {
   const key = `${mean.join(',')}/${std.join(',')}`;
@@ -745,7 +831,14 @@ function cachedNormalizeLut(mean: readonly number[], std: readonly number[]): Fl
  *
  * The image may be RGB (default, as `readImage` returns) or BGR; the result is identical to
  * mmseg's on the same picture loaded by OpenCV (BGR) with the same draws. Pure typed-array code:
- * safe in worker threads; the input arrays are not modified.
+ * safe in worker threads; the input arrays are not modified. The result's `img.buffer` and
+ * `label.buffer` are fresh and may be transferred (`postMessage(out, [out.img.buffer, out.label.buffer])`).
+ *
+ * Seeding with several workers: give each sample its own stream, e.g.
+ * `new SeededRandom(seed, epoch, indexInEpoch)`; then the augmentation of a sample does not depend
+ * on which worker runs it or when, and resuming needs only those counters (a single shared stream
+ * would need its {@link SeededRandom.getState} saved instead, and a fixed processing order).
+ * The image is resized only inside the chosen crop box (byte-identical to resizing it all).
  *
  * @param sample image + raw label map
  * @param cfg pipeline values ({@link ADE20K_TRAIN_PIPELINE} for the recipe)
@@ -761,28 +854,45 @@ export function trainPipeline(sample: TrainPipelineInput, cfg: TrainPipelineCfg,
       `trainPipeline: label map is ${label.width}x${label.height} but the image is ${image.width}x${image.height}; they must be the same size`,
     );
   }
+  if (!Number.isInteger(image.height) || !Number.isInteger(image.width) || image.height <= 0 || image.width <= 0) {
+    throw new RangeError(`trainPipeline: invalid image size ${image.width}x${image.height}`);
+  }
+  checkPair({ img: image.data, label: label.data, height: image.height, width: image.width }, 'trainPipeline');
+  const h0 = image.height;
+  const w0 = image.width;
+  const oriShape: [number, number, number] = [h0, w0, 3];
+
+  // Resize: the label map in full (the crop check needs it), with reduce_zero_label folded in.
+  const ratio = cfg.ratioRange === null ? 1 : sampleResizeRatio(rng, cfg.ratioRange);
+  const plan = resizePlan(h0, w0, cfg.imgScale, ratio);
+  const { newH, newW } = plan;
+  const labelR = resizeLabelNearest(label.data, h0, w0, newH, newW, cfg.reduceZeroLabel ? REDUCE_ZERO_LUT : null);
+  const resizedShape: [number, number] = [newH, newW];
+
+  // RandomCrop: choose the box on the resized labels, then resize only that part of the image
+  // (byte-identical to resizing everything and cropping).
+  const sel = chooseCropBox(labelR, newH, newW, cfg.cropSize, cfg.catMaxRatio, cfg.ignoreIndex, rng);
+  const y1 = sel.box[0];
+  const y2 = Math.min(sel.box[1], newH);
+  const x1 = sel.box[2];
+  const x2 = Math.min(sel.box[3], newW);
   let pair: ImageLabelPair = {
-    img: image.data,
-    label: cfg.reduceZeroLabel ? reduceZeroLabel(label.data) : label.data,
-    height: image.height,
-    width: image.width,
+    img: resizeBilinearHWCFixedPointRegion(image.data, h0, w0, newH, newW, y1, y2, x1, x2),
+    label: cropHWC(labelR, newH, newW, 1, sel.box).data,
+    height: y2 - y1,
+    width: x2 - x1,
   };
-  checkPair(pair, 'trainPipeline');
-  const oriShape: [number, number, number] = [image.height, image.width, 3];
 
-  const resized = randomResize(pair, cfg.imgScale, cfg.ratioRange, rng);
-  pair = resized;
-  const resizedShape: [number, number] = [pair.height, pair.width];
-
-  const cropped = randomCrop(pair, cfg.cropSize, cfg.catMaxRatio, cfg.ignoreIndex, rng);
-  pair = cropped;
-
-  const flipped = randomFlip(pair, cfg.flipProb, rng);
-  pair = flipped;
+  // RandomFlip (in place: the arrays are ours).
+  const flip = rng.rand() < cfg.flipProb;
+  if (flip) {
+    flipRowsInPlace(pair.img, pair.height, pair.width, 3);
+    flipRowsInPlace(pair.label, pair.height, pair.width, 1);
+  }
 
   let photoMetric: PhotoMetricParams | null = null;
   if (cfg.photoMetric !== null) {
-    const r = photoMetricDistortion(pair.img, pair.height, pair.width, cfg.photoMetric, rng, order, cfg.hsvVectorBlock);
+    const r = photoMetricCore(pair.img, pair.height, pair.width, cfg.photoMetric, rng, order, cfg.hsvVectorBlock, true);
     pair = { ...pair, img: r.img };
     photoMetric = r.params;
   }
@@ -819,13 +929,13 @@ export function trainPipeline(sample: TrainPipelineInput, cfg: TrainPipelineCfg,
       oriShape,
       imgShape: [h, w, 3],
       padShape: [ph, pw, 3],
-      ratio: resized.plan.ratio,
-      scale: resized.plan.scale,
-      scaleFactor: resized.plan.scaleFactor,
+      ratio: plan.ratio,
+      scale: plan.scale,
+      scaleFactor: plan.scaleFactor,
       resizedShape,
-      cropBox: cropped.box,
-      cropBoxesDrawn: cropped.boxesDrawn,
-      flip: flipped.flip,
+      cropBox: sel.box,
+      cropBoxesDrawn: sel.boxesDrawn,
+      flip,
       flipDirection: 'horizontal',
       photoMetric,
       inputOrder: order,

@@ -41,6 +41,8 @@ export interface SegTrainOptions {
   lr?: number;
   /** `--device`. */
   device?: string;
+  /** `--amp bf16|fp16`: autocast (bfloat16; float16 with loss scaling, CUDA only). */
+  amp?: 'bf16' | 'fp16' | null;
   /** `--resume`: a checkpoint file, or true for the newest in the work dir. */
   resume?: string | true | null;
   /** `--eval-interval` (0: none), `--checkpoint-interval`, `--keep`. */
@@ -216,7 +218,7 @@ export async function trainSegmentor(o: SegTrainOptions): Promise<SegTrainResult
       optimizer: recipe.optimizer, optimizer_config: recipe.optimizer_config, lr_config: recipe.lr_config, max_iters: recipe.max_iters,
       samples_per_gpu: recipe.samples_per_gpu, pipeline: recipe.pipeline,
     },
-    seed, freeze_backbone: Boolean(o.freezeBackbone), train_samples: trainSamples.length,
+    seed, freeze_backbone: Boolean(o.freezeBackbone), train_samples: trainSamples.length, amp: o.amp ?? null,
   };
   const summary = await runTraining<SegTrainSample>({
     model, optimizer, scheduler, sampler, makeData, loss, maxIters: recipe.max_iters,
@@ -227,7 +229,7 @@ export async function trainSegmentor(o: SegTrainOptions): Promise<SegTrainResult
       seed, workers, device, pretrained: o.pretrained ?? null, data_root: o.dataRoot, train_samples: trainSamples.length,
       val_samples: valCount, world_size: 1,
     },
-    resume, device,
+    resume, device, amp: o.amp === 'bf16' ? 'bfloat16' : o.amp === 'fp16' ? 'float16' : null,
     ...(o.onIteration ? { onIteration: o.onIteration } : {}),
     ...(o.onEvaluation ? { onEvaluation: o.onEvaluation } : {}),
     ...(o.onCheckpoint ? { onCheckpoint: o.onCheckpoint } : {}),

@@ -25,10 +25,10 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  type Device, type Tensor, backend, cuda, getNumThreads, manualSeed, noGrad, randint, randn, scope, setNumThreads,
+  type DType, type Device, autocast, backend, cuda, getNumThreads, manualSeed, noGrad, randint, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
 import { hasNativeMsDeformAttn } from '../src/models/adapter/index.js';
-import { AdamW, describeParamGroups } from '../src/train/index.js';
+import { AdamW, GradScaler, describeParamGroups } from '../src/train/index.js';
 import { type SegConfig, buildSegmentor, loadConfig } from '../src/tasks/segmentation/index.js';
 import { effectiveRecipe, paramGroupsFor, trainSegmentor } from '../src/tasks/segmentation/train.js';
 import { writeSyntheticSplits } from '../src/tasks/segmentation/synth-splits.js';
@@ -195,10 +195,6 @@ interface LoaderResult {
 
 function tsSide(o: Options): SideResult {
   if (o.threads) setNumThreads(o.threads);
-  if (o.amp) {
-    throw new Error(`--amp ${o.amp}: mixed-precision training is not available in the TypeScript build yet (no autocast / ` +
-      'loss scaler in src/train); the PyTorch side still runs with it');
-  }
   if (o.device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${o.device}: CUDA is not available in this libtorch build / machine`);
   const rss0 = peakRss();
   const config = benchConfig(o);
@@ -218,23 +214,31 @@ function tsSide(o: Options): SideResult {
     sync(o.device);
     cuda.memoryStats(cudaDev, true);
   }
+  const ampDtype: DType | null = o.amp === 'bf16' ? 'bfloat16' : o.amp === 'fp16' ? 'float16' : null;
+  // torch.cuda.amp.GradScaler's defaults on both sides (init scale 2^16)
+  const scaler = o.amp === 'fp16' ? new GradScaler() : null;
   const losses: Record<string, number> = {};
   const step = (): Split => {
     const t0 = performance.now();
     let t1 = t0;
     scope(() => {
-      const out = model.forwardTrain(x, y);
+      const out = ampDtype ? autocast(ampDtype, o.device, () => model.forwardTrain(x, y)) : model.forwardTrain(x, y);
       // the trainer reads every logged term once per iteration (a device sync on CUDA)
       noGrad(() => {
         for (const [k, t] of Object.entries(out.log)) losses[k] = t.item();
         losses.loss = out.loss.item();
       });
       t1 = performance.now();
-      out.loss.backward();
+      (scaler ? scaler.scale(out.loss) : out.loss).backward();
       sync(o.device);
     });
     const t2 = performance.now();
-    optimizer.step();
+    if (scaler) {
+      scaler.step(optimizer);
+      scaler.update();
+    } else {
+      optimizer.step();
+    }
     optimizer.zeroGrad();
     sync(o.device);
     const t3 = performance.now();
@@ -279,7 +283,6 @@ function tsSide(o: Options): SideResult {
 
 async function loaderSide(o: Options): Promise<LoaderResult> {
   if (o.threads) setNumThreads(o.threads);
-  if (o.amp) throw new Error(`--amp ${o.amp}: mixed-precision training is not available in the TypeScript build yet`);
   const config = benchConfig(o);
   // the generated scenes use label ids 0..8 with 0 a real class: keep them as they are (ids < 150 fit the model)
   config.dataset.reduce_zero_label = false;
@@ -296,7 +299,7 @@ async function loaderSide(o: Options): Promise<LoaderResult> {
     const workers = o.workers ?? config.train!.workers_per_gpu;
     const r = await trainSegmentor({
       config, dataRoot: join(dir, 'data'), workDir: join(dir, 'work'), iters, batch: o.batch, device: o.device,
-      evalInterval: 0, checkpointInterval: iters, keep: 1, workers, seed: 0, handleSignals: false,
+      evalInterval: 0, checkpointInterval: iters, keep: 1, workers, seed: 0, handleSignals: false, amp: o.amp,
       trainImgDir: 'img_dir/train', trainAnnDir: 'ann_dir/train', valImgDir: 'img_dir/val', valAnnDir: 'ann_dir/val',
       onIteration: (rec, it) => {
         recs.push({ time: rec.time, data: rec.data_time });

@@ -58,7 +58,7 @@ py=${PYTHON:-python3}
 
 if [ $dry = 1 ]; then
   device=cpu; size=64; batch=2; repeats=1; warmup=0
-  test_filter=${GPU_CHECK_TEST_FILTER:-test/engine/}
+  test_filter=${GPU_CHECK_TEST_FILTER:-test/heads/}
 else
   device=cuda; size=512; batch=8; repeats=5; warmup=2
   test_filter=${GPU_CHECK_TEST_FILTER:-}

@@ -23,7 +23,16 @@ shared=${VIT_ADAPTER_SHARED:-$root/../shared}
 echo '== node runtime'
 pack=$shared/tools/pack-node-runtime.sh
 [ -f "$pack" ] || pack=$root/../shared/tools/pack-node-runtime.sh
-bash "$pack"
+# in a git worktree the script's last step (appending to .git/info/exclude, a file there) fails after everything is
+# packed; .node-runtime/ is in .gitignore anyway, so only the packed files count
+if [ -s .node-runtime/node.xz ] && [ -s .node-runtime/activate.sh ] && [ -z "${GPU_PREPARE_REPACK:-}" ]; then
+  echo 'gpu-prepare: .node-runtime/ is already packed (GPU_PREPARE_REPACK=1 packs it again)'
+elif ! bash "$pack"; then
+  for f in node.xz node-headers.tgz npm.txz activate.sh; do
+    [ -s ".node-runtime/$f" ] || { echo "gpu-prepare: packing the node runtime failed (.node-runtime/$f missing)" >&2; exit 1; }
+  done
+  echo 'gpu-prepare: (the pack script failed after packing: ignored, .node-runtime/ is git-ignored)'
+fi
 
 echo '== compile the TypeScript (dist/)'
 npx --no-install tsc -p tsconfig.json
@@ -40,11 +49,12 @@ echo '== fixtures'
 copy() {  # copy <sub>/<files...> of the fixtures (globs relative to the fixture folder)
   local sub=$1; shift
   mkdir -p ".gpu/fixtures/$sub"
-  (cd "$shared/fixtures/$sub" && cp -L --no-preserve=mode "$@" "$root/.gpu/fixtures/$sub/")
+  # shellcheck disable=SC2048,SC2086  # the globs expand inside the fixture folder
+  (cd "$shared/fixtures/$sub" && cp -L --no-preserve=mode $* "$root/.gpu/fixtures/$sub/")
 }
 copy reference README.md msda_*.safetensors vit_adapter_micro*
-copy heads $(cd "$shared/fixtures/heads" && ls)
-copy training $(cd "$shared/fixtures/training" && ls)
+copy heads '*'
+copy training '*'
 chmod -R u+w .gpu
 
 echo '== size check'

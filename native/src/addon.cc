@@ -611,6 +611,8 @@ Napi::Value SetRngState(const Napi::CallbackInfo& info) {
     return 0;
   });
   return env.Undefined();
+}
+
 // ---- autocast (mixed precision) ----------------------------------------------------------------------------
 // libtorch >= 2.4 has a device-generic API (at::autocast::set_autocast_enabled(DeviceType, bool), ...); older ones
 // (Debian's 1.13) have per-device functions (set_enabled = CUDA, set_cpu_enabled, set_autocast_gpu_dtype, ...).

@@ -52,6 +52,13 @@ export function setMsDeformAttnImpl(native: boolean | null): void {
 /** Deformable-attention core: the native kernel when available, else the grid_sample composition. */
 export function msDeformAttnCore(value: Tensor, shapes: SpatialShapes, levelStart: readonly number[], locations: Tensor,
   weights: Tensor): Tensor {
+  if (value.dtype !== locations.dtype || value.dtype !== weights.dtype) {
+    // Mixed precision (autocast): linear outputs are bfloat16/float16 while the sampling locations stay float32. The
+    // authors' op is declared `custom_fwd(cast_inputs=torch.float32)`: it runs in float32 on float32 inputs.
+    value = value.to('float32');
+    locations = locations.to('float32');
+    weights = weights.to('float32');
+  }
   if (useNative ?? hasNativeMsDeformAttn()) {
     const ss = tensor(shapes.flatMap(([h, w]) => [h, w]), { dtype: 'int64', shape: [shapes.length, 2], device: value.device });
     const ls = tensor([...levelStart], { dtype: 'int64', device: value.device });

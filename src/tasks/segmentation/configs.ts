@@ -222,13 +222,14 @@ function semanticFpn(name: string, size: Size, description: string): SegConfig {
 
 /**
  * A tiny model for the synthetic scenes of `synthetic.ts` (9 classes): ViT-Adapter-T with UPerHead and the auxiliary
- * FCNHead, whole-image inference at the scene's own size. Used by the `demo` command; there is no trained checkpoint.
+ * FCNHead, whole-image inference at the scene's own size. The `demo` fallback (random weights) when the trained
+ * `upernet_vit_adapter_synth` checkpoint is missing.
  */
 function syntheticTiny(): SegConfig {
   const n = SYNTHETIC_CLASSES.length;
   return {
     name: 'upernet_deit_adapter_tiny_synthetic',
-    description: `ViT-Adapter-T + UperNet for the ${n} synthetic-scene classes (demo; no trained checkpoint exists)`,
+    description: `ViT-Adapter-T + UperNet for the ${n} synthetic-scene classes (untrained; the trained model is upernet_vit_adapter_synth)`,
     source: 'this project (synthetic scenes of synthetic.ts)',
     model: {
       backbone: backbone('tiny'), neck: null, decode_head: uperHeadCfg(192, n), auxiliary_head: auxHeadCfg(192, n),

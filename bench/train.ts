@@ -27,13 +27,13 @@ import { fileURLToPath } from 'node:url';
 import {
   type DType, type Device, autocast, backend, cuda, getNumThreads, manualSeed, noGrad, randint, randn, scope, setNumThreads,
 } from '../src/engine/index.js';
-import { hasNativeMsDeformAttn } from '../src/models/adapter/index.js';
+import { hasNativeMsDeformAttn, setMsDeformAttnImpl } from '../src/models/adapter/index.js';
 import { AdamW, GradScaler, describeParamGroups } from '../src/train/index.js';
 import { type SegConfig, buildSegmentor, loadConfig } from '../src/tasks/segmentation/index.js';
 import { effectiveRecipe, paramGroupsFor, trainSegmentor } from '../src/tasks/segmentation/train.js';
 import { writeSyntheticSplits } from '../src/tasks/segmentation/synth-splits.js';
 import {
-  type Stats, envLine, intArg, loadEndLine, machineLine, median, ms, openblasEnv, parseFlags, printRows, pythonProblem,
+  type MsdaMode, type Stats, envLine, intArg, loadEndLine, machineLine, median, ms, openblasEnv, parseFlags, printRows, pythonProblem,
   pythonScript, reporters, runPython, stats,
 } from './common.js';
 
@@ -60,16 +60,17 @@ interface Options {
   json: boolean;
   side: 'main' | 'ts' | 'loader';
   groupsOut: string | null;
+  msda: MsdaMode;
 }
 
 const USAGE = `usage: node dist/bench/train.js [--preset tiny|small] [--size 512] [--batch 2] [--repeats 3] [--warmup 1]
-  [--threads N] [--device cpu|cuda] [--amp bf16|fp16] [--workers N] [--no-loader] [--no-python]
-  [--python /usr/bin/python3] [--json]`;
+  [--threads N] [--device cpu|cuda] [--amp bf16|fp16] [--workers N] [--msda auto|native|composition] [--no-loader]
+  [--no-python] [--python /usr/bin/python3] [--json]`;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     preset: 'tiny', size: 512, batch: 2, repeats: 3, warmup: 1, threads: 0, device: 'cpu', amp: null, workers: null,
-    loader: true, pythonExe: '/usr/bin/python3', json: false, side: 'main', groupsOut: null,
+    loader: true, pythonExe: '/usr/bin/python3', json: false, side: 'main', groupsOut: null, msda: 'auto',
   };
   parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
@@ -108,6 +109,12 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case '--groups-out': o.groupsOut = val(); break;
+      case '--msda': {
+        const v = val();
+        if (v !== 'auto' && v !== 'native' && v !== 'composition') throw new Error(`--msda: expected auto|native|composition, got ${JSON.stringify(v)}`);
+        o.msda = v;
+        break;
+      }
       default: return false;
     }
     return true;
@@ -122,7 +129,7 @@ function childArgs(o: Options): string[] {
   return [
     '--preset', o.preset, '--size', String(o.size), '--batch', String(o.batch), '--repeats', String(o.repeats),
     '--warmup', String(o.warmup), '--threads', String(o.threads), '--device', o.device, ...(o.amp ? ['--amp', o.amp] : []),
-    ...(o.workers !== null ? ['--workers', String(o.workers)] : []),
+    ...(o.workers !== null ? ['--workers', String(o.workers)] : []), '--msda', o.msda,
   ];
 }
 
@@ -195,6 +202,8 @@ interface LoaderResult {
 
 function tsSide(o: Options): SideResult {
   if (o.threads) setNumThreads(o.threads);
+  if (o.msda === 'native' && !hasNativeMsDeformAttn()) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
+  setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');
   if (o.device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${o.device}: CUDA is not available in this libtorch build / machine`);
   const rss0 = peakRss();
   const config = benchConfig(o);
@@ -283,6 +292,7 @@ function tsSide(o: Options): SideResult {
 
 async function loaderSide(o: Options): Promise<LoaderResult> {
   if (o.threads) setNumThreads(o.threads);
+  setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');
   const config = benchConfig(o);
   // the generated scenes use label ids 0..8 with 0 a real class: keep them as they are (ids < 150 fit the model)
   config.dataset.reduce_zero_label = false;
@@ -365,7 +375,8 @@ async function main(): Promise<void> {
   log(`Training-step benchmark: ViT-Adapter-${o.preset === 'tiny' ? 'T' : 'S'} + UperNet + FCN aux (${configName(o.preset)}), ` +
     `batch ${o.batch}, ${o.size}x${o.size}, ${o.device}${o.amp ? ` amp ${o.amp}` : ' float32'}, train mode, AdamW with the ` +
     `authors' layer-decay groups; ${o.repeats} timed steps after ${o.warmup} warm-up, ${o.threads} threads; libtorch ${info.torchVersion}`);
-  log(`  deformable attention: TS ${native ? 'native kernel' : 'grid_sample composition'}, PyTorch grid_sample composition ` +
+  const tsMsda = o.msda === 'auto' ? (native ? 'native kernel' : 'grid_sample composition') : o.msda === 'native' ? 'native kernel' : 'grid_sample composition';
+  log(`  deformable attention: TS ${tsMsda}, PyTorch grid_sample composition ` +
     `(the authors' CPU path; on CUDA they use their own kernel)`);
   log(envLine(env));
   log(machineLine(load0, '  [busy: timings are noisy; compare the mins]'));

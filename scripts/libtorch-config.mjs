@@ -21,12 +21,14 @@ function fromFolder(dir, source) {
 function fromPython() {
   for (const py of [process.env.PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean)) {
     try {
-      const dir = execFileSync(py, ['-c', 'import torch, os; print(os.path.dirname(torch.__file__))'], {
+      const [dir, abi] = execFileSync(py, ['-c', 'import torch, os; print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))'], {
         encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 60000,
-      }).trim();
+      }).trim().split('\n');
       // Debian's python3-torch wraps the same system libtorch as libtorch-dev: use the Debian path for it.
-      if (dir.startsWith('/usr/lib/python3/')) continue;
-      const found = dir && fromFolder(dir, `python torch (${py}): ${dir}`);
+      if (!dir || dir.startsWith('/usr/lib/python3/')) continue;
+      const found = fromFolder(dir, `python torch (${py}): ${dir}`);
+      // pip wheels before torch 2.7 use the pre-C++11 std::string ABI: the addon must match
+      if (found && abi === '0') found.cxx11Abi = false;
       if (found) return found;
     } catch { /* no torch for this interpreter */ }
   }
@@ -50,6 +52,10 @@ export function findLibtorch() {
   const libs = ['-ltorch', '-ltorch_cpu', '-lc10'];
   const ldflags = [`-L${found.libDir}`, `-Wl,--disable-new-dtags,-rpath,${found.libDir}`];
   const defines = [];
+  // binding.gyp defines _GLIBCXX_USE_CXX11_ABI=1; a libtorch built with the old ABI needs 0 (the later -D wins).
+  // VITA_CXX11_ABI=0|1 overrides the detection (e.g. for a LIBTORCH folder of the pre-C++11 ABI).
+  const abiEnv = process.env.VITA_CXX11_ABI;
+  if (abiEnv === '0' || (abiEnv !== '1' && found.cxx11Abi === false)) defines.push('_GLIBCXX_USE_CXX11_ABI=0');
   const extraObjects = [];
   let cudaInclude = null;
   if (found.cuda) {

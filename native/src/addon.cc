@@ -24,6 +24,9 @@
 #include <torch/version.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#ifdef VITA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <cstring>
 #include <sstream>
@@ -726,6 +729,41 @@ Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// CUDA caching-allocator statistics of one device (bytes, all pools: StatType::AGGREGATE = index 0):
+// {allocated, peakAllocated, reserved, peakReserved}; with a second argument true, the peaks are reset afterwards
+// (torch.cuda.reset_peak_memory_stats). Throws in a build without CUDA.
+Napi::Value CudaMemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t idx = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0;
+  bool reset = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  double v[4] = {0, 0, 0, 0};
+  Guard(env, "cuda.memoryStats", [&]() {
+#ifdef VITA_WITH_CUDA
+    if (!at::hasCUDA()) TORCH_CHECK(false, "CUDA is not available in this libtorch build");
+    const int n = at::detail::getCUDAHooks().getNumGPUs();
+    TORCH_CHECK(idx >= 0 && idx < n, "device index ", idx, " out of range (", n, " devices)");
+    const auto dev = static_cast<c10::DeviceIndex>(idx);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(dev);
+    v[0] = static_cast<double>(stats.allocated_bytes[0].current);
+    v[1] = static_cast<double>(stats.allocated_bytes[0].peak);
+    v[2] = static_cast<double>(stats.reserved_bytes[0].current);
+    v[3] = static_cast<double>(stats.reserved_bytes[0].peak);
+    if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(dev);
+#else
+    (void)idx;
+    (void)reset;
+    TORCH_CHECK(false, "the addon was built without CUDA (VITA_WITH_CUDA)");
+#endif
+    return 0;
+  });
+  auto o = Napi::Object::New(env);
+  o.Set("allocated", v[0]);
+  o.Set("peakAllocated", v[1]);
+  o.Set("reserved", v[2]);
+  o.Set("peakReserved", v[3]);
+  return o;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = Napi::Object::New(env);
@@ -903,6 +941,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaIsAvailable", Napi::Function::New(env, CudaIsAvailable));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
+  exports.Set("cudaMemoryStats", Napi::Function::New(env, CudaMemoryStats));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("sameData", Napi::Function::New(env, SameData));
   exports.Set("checkpoint", Napi::Function::New(env, Checkpoint));

@@ -20,6 +20,14 @@ export interface BackendInfo {
 }
 
 /** A tensor backend: runs named ATen-style operators on opaque handles. */
+/** {@link Backend.cudaMemoryStats}: current and peak bytes allocated to tensors / reserved by the caching allocator. */
+export interface CudaMemoryStats {
+  allocated: number;
+  peakAllocated: number;
+  reserved: number;
+  peakReserved: number;
+}
+
 export interface Backend {
   /** Short name ("libtorch"). */
   readonly name: string;
@@ -60,6 +68,11 @@ export interface Backend {
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(device?: number): void;
+  /**
+   * CUDA caching-allocator statistics of one device in bytes (peaks reset afterwards when `reset`); throws in a
+   * build without CUDA. Optional: addons built before it existed lack it.
+   */
+  cudaMemoryStats?(device: number, reset?: boolean): CudaMemoryStats;
   sameData(a: Handle, b: Handle): boolean;
   /**
    * Runs `fn(inputs)` without recording, and records one node that re-runs `fn` with gradients in backward

@@ -2,7 +2,7 @@
  * The tensor API: a thin, typed facade over a {@link Backend}. Every operation names an ATen operator; the backend
  * runs it (with autograd). Model code uses only this module and `functional.ts`.
  */
-import type { Backend, Handle } from './backend.js';
+import type { Backend, CudaMemoryStats, Handle } from './backend.js';
 import { libtorchBackend } from './native.js';
 import { type DType, DTYPES, DTYPE_SIZE, SCALAR_TYPE, checkDType, dtypeFromScalarType, isFloating } from './dtype.js';
 
@@ -848,6 +848,16 @@ export const cuda = {
   deviceCount: (): number => backend().cudaDeviceCount(),
   /** Waits for all queued work on one device (default: every device). */
   synchronize: (device?: number): void => backend().cudaSynchronize(device),
+  /**
+   * The caching allocator's current and peak bytes on a device (default 0), as `torch.cuda.memory_stats`; with
+   * `reset`, the peaks start over afterwards (`torch.cuda.reset_peak_memory_stats`). Throws when the addon has no
+   * CUDA (or predates this query).
+   */
+  memoryStats: (device = 0, reset = false): CudaMemoryStats => {
+    const b = backend();
+    if (!b.cudaMemoryStats) throw new Error('cuda.memoryStats: this addon build has no CUDA memory statistics (rebuild: npm run build:native)');
+    return b.cudaMemoryStats(device, reset);
+  },
 };
 
 /** Reduction code for ATen loss operators. */

@@ -17,9 +17,10 @@ export function repoRoot(): string {
   }
 }
 
-/** `<repoRoot>/../shared`. */
+/** `<repoRoot>/../shared`, or `$VIT_ADAPTER_SHARED` when set (a folder holding `fixtures/`, e.g. on a GPU machine). */
 export function sharedDir(): string {
-  return resolve(repoRoot(), '..', 'shared');
+  const env = process.env.VIT_ADAPTER_SHARED;
+  return env ? resolve(env) : resolve(repoRoot(), '..', 'shared');
 }
 
 /** Absolute path of a file or folder under `../shared/fixtures`. */

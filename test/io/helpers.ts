@@ -19,9 +19,10 @@ export function repoRoot(): string {
   }
 }
 
-/** `../shared/fixtures/reference` relative to the repository root, or null when absent. */
+/** `../shared/fixtures/reference` relative to the repository root (or under `$VIT_ADAPTER_SHARED`), or null when absent. */
 export function fixturesDir(): string | null {
-  const d = join(repoRoot(), '..', 'shared', 'fixtures', 'reference');
+  const shared = process.env.VIT_ADAPTER_SHARED || join(repoRoot(), '..', 'shared');
+  const d = join(shared, 'fixtures', 'reference');
   return existsSync(d) ? d : null;
 }
 

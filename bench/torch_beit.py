@@ -17,7 +17,6 @@ Parameter names equal the authors' state-dict keys, so fixture weights load stri
 after imports, before the model is built (`base_rss_bytes`).
 """
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary, time_calls)
+    add_timing_args, bench_line, compare, exit_after_checks, load_strict, openblas_env, parse_timing_args,
+    read_safetensors, summary, time_calls)
 from torch_vit_adapter import (  # noqa: E402
-    PROF, PROFILE_ORDER, Extractor, Injector, Mlp, MSDeformAttn, PatchEmbed, SpatialPriorModule, deform_inputs, sections)
+    PROF, PROFILE_ORDER, Extractor, Injector, Mlp, MSDeformAttn, PatchEmbed, SpatialPriorModule, deform_inputs, profile)
 
 
 def rss_now():
@@ -225,26 +225,6 @@ def check(prefix):
     return ok
 
 
-def profile(model, x, repeats, warmup):
-    time_calls(lambda: model(x), 0, warmup)
-    stack = []
-    orig_section = PROF.section
-
-    @contextlib.contextmanager
-    def section(name):
-        stack.append(name)
-        try:
-            with orig_section(name if name != 'msda_core' else f'{stack[-2]}.msda_core'):
-                yield
-        finally:
-            stack.pop()
-    PROF.section = section
-    try:
-        return fastest_pass(PROF, lambda: model(x), repeats, sections)
-    finally:
-        PROF.section = orig_section
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--check', nargs='+', metavar='PREFIX', help='BEiTAdapter (segmentation) fixture prefix(es)')
@@ -255,11 +235,9 @@ def main():
     ap.add_argument('--batch', type=int, default=1)
     add_timing_args(ap)
     ap.add_argument('--json', action='store_true', help='print one JSON object')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse_timing_args(ap)
     if a.check:
-        sys.exit(0 if all([check(p) for p in a.check]) else 1)
+        exit_after_checks(check, a.check)
     if not (a.bench or a.profile):
         ap.error('give --check, --bench or --profile')
     if a.size % 32:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import struct
+import sys
 import time
 
 import torch
@@ -154,6 +155,19 @@ def add_timing_args(ap):
     ap.add_argument('--repeats', type=int, default=5)
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--threads', type=int, default=None)
+
+
+def parse_timing_args(ap):
+    """Parses the command line of `ap` (which has `add_timing_args`) and applies --threads."""
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
+
+
+def exit_after_checks(check, prefixes):
+    """Runs `check` on every fixture prefix (all of them, also after a failure); exits 0 if all passed, else 1."""
+    sys.exit(0 if all([check(p) for p in prefixes]) else 1)
 
 
 def bench_line(result, repeats):

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    Profiler, add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary,
-    time_calls)
+    Profiler, add_timing_args, bench_line, compare, exit_after_checks, fastest_pass, load_strict, openblas_env,
+    parse_timing_args, read_safetensors, summary, time_calls)
 
 # ----------------------------------------------------------------------------------------------------------------
 # profiling: section timers (bench/torch_common.py), on only while profiling
@@ -559,12 +559,9 @@ def main():
     ap.add_argument('--batch', type=int, default=1)
     add_timing_args(ap)
     ap.add_argument('--json', action='store_true', help='print one JSON object')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse_timing_args(ap)
     if a.check:
-        ok = all([check(p) for p in a.check])
-        sys.exit(0 if ok else 1)
+        exit_after_checks(check, a.check)
     if not (a.bench or a.profile):
         ap.error('give --check, --bench or --profile')
     if a.size % 32:

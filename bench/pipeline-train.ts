@@ -25,7 +25,7 @@ import {
   type TrainPipelineCfg,
   type TrainPipelineInput,
 } from '../src/tasks/segmentation/pipeline-train.js';
-import { SeededRandom } from '../src/tasks/segmentation/random.js';
+import { SeededRandom } from '../src/train/random.js';
 import { cpuSeconds, intArg, machineLine, loadEndLine, ms, parseFlags, printRows, reporters, stats, type Stats } from './common.js';
 
 const USAGE = `usage: node dist/bench/pipeline-train.js [--size WxH] [--crop C] [--samples N] [--warmup N] [--seed S] [--json]

@@ -17,7 +17,6 @@ Parameter names equal the authors' state-dict keys, so fixture weights load stri
 after imports, before the model is built (`base_rss_bytes`).
 """
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary, time_calls)
+    add_backbone_args, bench_line, compare, load_strict, openblas_env, parse_backbone_args, read_safetensors, summary,
+    time_calls)
 from torch_vit_adapter import (  # noqa: E402
-    PROF, PROFILE_ORDER, Extractor, Injector, Mlp, MSDeformAttn, PatchEmbed, SpatialPriorModule, deform_inputs, sections)
+    PROF, PROFILE_ORDER, Extractor, Injector, Mlp, MSDeformAttn, PatchEmbed, SpatialPriorModule, deform_inputs, profile)
 
 
 def rss_now():
@@ -225,45 +225,10 @@ def check(prefix):
     return ok
 
 
-def profile(model, x, repeats, warmup):
-    time_calls(lambda: model(x), 0, warmup)
-    stack = []
-    orig_section = PROF.section
-
-    @contextlib.contextmanager
-    def section(name):
-        stack.append(name)
-        try:
-            with orig_section(name if name != 'msda_core' else f'{stack[-2]}.msda_core'):
-                yield
-        finally:
-            stack.pop()
-    PROF.section = section
-    try:
-        return fastest_pass(PROF, lambda: model(x), repeats, sections)
-    finally:
-        PROF.section = orig_section
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--check', nargs='+', metavar='PREFIX', help='BEiTAdapter (segmentation) fixture prefix(es)')
-    ap.add_argument('--bench', action='store_true', help='time forward passes with random weights')
-    ap.add_argument('--profile', action='store_true', help='per-module time of a forward pass')
-    ap.add_argument('--preset', default='beit-base', choices=sorted(PRESETS))
-    ap.add_argument('--size', type=int, default=512)
-    ap.add_argument('--batch', type=int, default=1)
-    add_timing_args(ap)
-    ap.add_argument('--json', action='store_true', help='print one JSON object')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if a.check:
-        sys.exit(0 if all([check(p) for p in a.check]) else 1)
-    if not (a.bench or a.profile):
-        ap.error('give --check, --bench or --profile')
-    if a.size % 32:
-        ap.error(f'--size must be a multiple of 32, got {a.size}')
+    add_backbone_args(ap, 'BEiTAdapter (segmentation) fixture prefix(es)', PRESETS, 'beit-base')
+    a = parse_backbone_args(ap, check)
     base_rss = rss_now()
     torch.manual_seed(0)
     model = BEiTAdapter(img_size=a.size, **PRESETS[a.preset]).float().eval()

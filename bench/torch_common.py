@@ -6,6 +6,7 @@ import json
 import math
 import os
 import struct
+import sys
 import time
 
 import torch
@@ -154,6 +155,45 @@ def add_timing_args(ap):
     ap.add_argument('--repeats', type=int, default=5)
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--threads', type=int, default=None)
+
+
+def parse_timing_args(ap):
+    """Parses the command line of `ap` (which has `add_timing_args`) and applies --threads."""
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
+
+
+def exit_after_checks(check, prefixes):
+    """Runs `check` on every fixture prefix (all of them, also after a failure); exits 0 if all passed, else 1."""
+    sys.exit(0 if all([check(p) for p in prefixes]) else 1)
+
+
+def add_backbone_args(ap, check_help, presets, default_preset):
+    """The backbone scripts' options, in this order: --check PREFIX..., --bench, --profile, --preset, --size, --batch,
+    the timing options and --json."""
+    ap.add_argument('--check', nargs='+', metavar='PREFIX', help=check_help)
+    ap.add_argument('--bench', action='store_true', help='time forward passes with random weights')
+    ap.add_argument('--profile', action='store_true', help='per-module time of a forward pass')
+    ap.add_argument('--preset', default=default_preset, choices=sorted(presets))
+    ap.add_argument('--size', type=int, default=512)
+    ap.add_argument('--batch', type=int, default=1)
+    add_timing_args(ap)
+    ap.add_argument('--json', action='store_true', help='print one JSON object')
+
+
+def parse_backbone_args(ap, check):
+    """Parses `add_backbone_args` options (applying --threads); with --check runs `check` on the prefixes and exits,
+    otherwise requires --bench or --profile and a --size that is a multiple of 32."""
+    a = parse_timing_args(ap)
+    if a.check:
+        exit_after_checks(check, a.check)
+    if not (a.bench or a.profile):
+        ap.error('give --check, --bench or --profile')
+    if a.size % 32:
+        ap.error(f'--size must be a multiple of 32, got {a.size}')
+    return a
 
 
 def bench_line(result, repeats):

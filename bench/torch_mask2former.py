@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    add_timing_args, bench_line, compare, load_strict, openblas_env, read_safetensors, summary, time_calls)
+    add_timing_args, bench_line, compare, exit_after_checks, load_strict, openblas_env, parse_timing_args,
+    read_safetensors, summary, time_calls)
 from torch_vit_adapter import ms_deform_attn_core  # noqa: E402
 
 
@@ -290,12 +291,9 @@ def main():
     ap.add_argument('--dec-layers', type=int, default=9)
     ap.add_argument('--json', action='store_true')
     add_timing_args(ap)
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse_timing_args(ap)
     if a.check:
-        ok = all([check(p) for p in a.check])
-        sys.exit(0 if ok else 1)
+        exit_after_checks(check, a.check)
     if not a.bench:
         ap.error('give --check or --bench')
     base_rss = proc_status_mb('VmHWM')

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    Profiler, add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary,
-    time_calls)
+    Profiler, add_timing_args, bench_line, compare, exit_after_checks, fastest_pass, load_strict, openblas_env,
+    parse_timing_args, read_safetensors, summary, time_calls)
 from torch_vit_adapter import PRESETS, ViTAdapter  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -391,12 +391,9 @@ def main():
     ap.add_argument('--keys', action='store_true',
                     help='print the segmentor state dict as one JSON object {key: shape} (for the TS side to compare)')
     ap.add_argument('--json', action='store_true', help='print one JSON object')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse_timing_args(ap)
     if a.check_head:
-        ok = all([check_head(p) for p in a.check_head])
-        sys.exit(0 if ok else 1)
+        exit_after_checks(check_head, a.check_head)
     if a.keys:
         sd = build_segmentor(a.preset, a.num_classes).state_dict()
         print(json.dumps({k: list(v.shape) for k, v in sd.items()}))

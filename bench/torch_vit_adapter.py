@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import (  # noqa: E402
-    Profiler, add_timing_args, bench_line, compare, fastest_pass, load_strict, openblas_env, read_safetensors, summary,
-    time_calls)
+    Profiler, add_backbone_args, bench_line, compare, fastest_pass, load_strict, openblas_env, parse_backbone_args,
+    read_safetensors, summary, time_calls)
 
 # ----------------------------------------------------------------------------------------------------------------
 # profiling: section timers (bench/torch_common.py), on only while profiling
@@ -551,24 +551,8 @@ def sections(acc, total):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--check', nargs='+', metavar='PREFIX', help='fixture prefix(es), e.g. DIR/vit_adapter_tiny')
-    ap.add_argument('--bench', action='store_true', help='time forward passes with random weights')
-    ap.add_argument('--profile', action='store_true', help='per-module time of a forward pass')
-    ap.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
-    ap.add_argument('--size', type=int, default=512)
-    ap.add_argument('--batch', type=int, default=1)
-    add_timing_args(ap)
-    ap.add_argument('--json', action='store_true', help='print one JSON object')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if a.check:
-        ok = all([check(p) for p in a.check])
-        sys.exit(0 if ok else 1)
-    if not (a.bench or a.profile):
-        ap.error('give --check, --bench or --profile')
-    if a.size % 32:
-        ap.error(f'--size must be a multiple of 32, got {a.size}')
+    add_backbone_args(ap, 'fixture prefix(es), e.g. DIR/vit_adapter_tiny', PRESETS, 'tiny')
+    a = parse_backbone_args(ap, check)
     model = build(a.preset)
     torch.manual_seed(1)
     x = torch.randn(a.batch, 3, a.size, a.size)

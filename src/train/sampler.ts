@@ -9,32 +9,9 @@
  * every sample once per epoch, a new order each epoch, the same order for the same seed.
  */
 
-/** A 32-bit mix of integers (murmur3 finaliser over a running hash). */
-export function mixSeed(...parts: number[]): number {
-  let h = 0x9e3779b9;
-  for (const p of parts) {
-    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    // high 32 bits of numbers up to 2^53 (seeds may exceed 32 bits)
-    h = Math.imul(h ^ Math.floor(p / 4294967296), 0x27d4eb2d);
-    h ^= h >>> 15;
-  }
-  return h >>> 0;
-}
+import { mixSeed, mulberry32 } from './random.js';
 
-/** mulberry32 over a 32-bit state: uniform [0, 1) doubles. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mixSeed };
 
 /** The permutation of `0..n-1` used in `epoch` (identity without shuffling). */
 export function epochPermutation(n: number, seed: number, epoch: number, shuffle = true): Int32Array {

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { readSafetensors, type RawTensor } from '../helpers/safetensors-mini.js';
-import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/tasks/segmentation/random.js';
+import { ForcedRandom, SeededRandom, type RecordedDraw, type SeededRandomState } from '../../src/train/random.js';
 import { bgrToHsv, hsvToBgr } from '../../src/tasks/segmentation/cv-color.js';
 import { normalizeToCHW, resizeBilinearHWC, resizeBilinearHWCFixedPointRegion, resizeNearestHWC } from '../../src/tasks/segmentation/pipeline-image.js';
 import {
@@ -724,7 +724,7 @@ test('trainPipeline runs in a worker thread (typed arrays only) and gives the ma
   const cfg = scaledTrainPipelineCfg(32);
   const here = trainPipeline({ image: { data: img, height: h, width: w }, label: { data: label, height: h, width: w } }, cfg, new SeededRandom(9, 1, 2));
   const moduleUrl = new URL('../../src/tasks/segmentation/pipeline-train.js', import.meta.url).href;
-  const randomUrl = new URL('../../src/tasks/segmentation/random.js', import.meta.url).href;
+  const randomUrl = new URL('../../src/train/random.js', import.meta.url).href;
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
     (async () => {

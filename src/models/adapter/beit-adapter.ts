@@ -13,29 +13,19 @@
  */
 import type { Tensor } from '../../engine/index.js';
 import { BatchNorm2d, ConvTranspose2d, ModuleList } from '../../nn/index.js';
-import { normal_ } from '../../nn/init.js';
 import { zeros } from '../../engine/index.js';
 import { BEiT, type BEiTOptions, loadBEiTPretrainedInto } from '../beit.js';
-import { MSDeformAttn } from './deformable-attention.js';
-import { InteractionBlock } from './interaction.js';
+import type { InteractionBlock } from './interaction.js';
 import { SpatialPriorModule } from './spm.js';
 import {
-  type Capture, DeformInputsCache, adapterPyramid, adapterTokens, defaultInteractionIndexes, initWeights,
+  type AdapterKwargs, type Capture, DeformInputsCache, adapterInteractionBlocks, adapterPyramid, adapterTokens,
+  initAdapterModules, resolveInteractionIndexes, runInteractions,
 } from './vit-adapter.js';
 
 /** Constructor options: the authors' `BEiTAdapter` kwargs verbatim (snake_case), plus `variant`. */
-export interface BEiTAdapterOptions extends BEiTOptions {
-  conv_inplane?: number;
-  n_points?: number;
-  deform_num_heads?: number;
+export interface BEiTAdapterOptions extends BEiTOptions, AdapterKwargs {
   /** Layer scale of the BEiT blocks and the injectors' γ (default 0). */
   init_values?: number;
-  interaction_indexes?: [number, number][];
-  with_cffn?: boolean;
-  cffn_ratio?: number;
-  deform_ratio?: number;
-  add_vit_feature?: boolean;
-  use_extra_extractor?: boolean;
   /** Detection code base: `new` adds the final ViT output to every level, `old` each interaction's. */
   version?: 'new' | 'old';
 }
@@ -73,34 +63,23 @@ export class BEiTAdapter extends BEiT {
     this.version = options.version ?? 'new';
     if (this.version !== 'new' && this.version !== 'old') throw new Error(`BEiTAdapter: version must be new or old, got ${JSON.stringify(this.version)}`);
     this.addVitFeature = options.add_vit_feature ?? true;
-    const idx = options.interaction_indexes ?? defaultInteractionIndexes(this.depth);
-    for (const [a, b] of idx) {
-      if (!(a >= 0 && b >= a && b < this.depth)) throw new Error(`BEiTAdapter: interaction index [${a}, ${b}] out of range for depth ${this.depth}`);
-    }
+    const idx = resolveInteractionIndexes('BEiTAdapter', options.interaction_indexes, this.depth);
     if (this.addVitFeature && (this.variant === 'segmentation' || this.version === 'old') && idx.length !== 4) {
       throw new Error(`BEiTAdapter: add_vit_feature adds one interaction's output to each of the 4 pyramid levels, so it ` +
         `needs 4 interactions, got ${idx.length}`);
     }
-    this.interactionIndexes = idx.map(([a, b]) => [a, b]);
+    this.interactionIndexes = idx;
     this.level_embed = this.registerParameter('level_embed', zeros([3, D]));
     this.spm = this.registerModule('spm', new SpatialPriorModule(options.conv_inplane ?? 64, D));
-    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>());
-    const useExtra = options.use_extra_extractor ?? true;
-    const dpr = options.drop_path_rate ?? 0;
-    idx.forEach((_, i) => this.interactions.push(new InteractionBlock({
-      dim: D, numHeads: options.deform_num_heads ?? 6, nPoints: options.n_points ?? 4, initValues,
-      dropPath: dpr, withCffn: options.with_cffn ?? true, cffnRatio: options.cffn_ratio ?? 0.25,
-      deformRatio: options.deform_ratio ?? 1.0, extraExtractor: useExtra && i === idx.length - 1, normEps: this.normEps,
-      withCp: options.with_cp ?? false,
-    })));
+    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>(adapterInteractionBlocks(
+      { ...options, init_values: initValues }, D, idx.length,
+      { dropPath: options.drop_path_rate ?? 0, normEps: this.normEps, withCp: options.with_cp ?? false })));
     this.up = this.registerModule('up', new ConvTranspose2d(D, D, 2, { stride: 2 }));
     this.norm1 = this.registerModule('norm1', new BatchNorm2d(D));
     this.norm2 = this.registerModule('norm2', new BatchNorm2d(D));
     this.norm3 = this.registerModule('norm3', new BatchNorm2d(D));
     this.norm4 = this.registerModule('norm4', new BatchNorm2d(D));
-    for (const m of [this.up, this.spm, this.interactions]) m.apply(initWeights);
-    this.interactions.apply((m) => { if (m instanceof MSDeformAttn) m.resetParameters(); });
-    normal_(this.level_embed);
+    initAdapterModules(this);
   }
 
   /** Frees the cached deform inputs (they are rebuilt on the next forward). */
@@ -130,24 +109,12 @@ export class BEiTAdapter extends BEiT {
 
   private run(x: Tensor, capture?: Capture): [Tensor, Tensor, Tensor, Tensor] {
     const [B, h, w] = this.checkImage(x, 'BEiTAdapter', 32);
-    const D = this.embedDim;
     const d = this.deformCache.get(h, w, x.device);
     const spm = this.spm.forward(x);
-    let c = adapterTokens(spm, this.level_embed, capture);
-    let { tokens: xt, H, W } = this.embedPatches(x);
-    let cls: Tensor | undefined = this.cls_token ? this.cls_token.expand(B, -1, -1) : undefined;
-    const outs: Tensor[] = [];
-    this.interactions.slice(0).forEach((layer, i) => {
-      const [from, to] = this.interactionIndexes[i]!;
-      const r = layer.forward(xt, c, this, from, to, d, H, W, cls);
-      xt = r.x;
-      c = r.c;
-      cls = r.cls;
-      capture?.(`interactions.${i}.x`, xt);
-      capture?.(`interactions.${i}.c`, c);
-      if (cls) capture?.(`interactions.${i}.cls`, cls);
-      outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
-    });
+    const c0 = adapterTokens(spm, this.level_embed, capture);
+    const { tokens, H, W } = this.embedPatches(x);
+    const cls0 = this.cls_token ? this.cls_token.expand(B, -1, -1) : undefined;
+    const { c, outs } = runInteractions(this, this, tokens, c0, cls0, d, H, W, true, capture);
     const perLevel = this.variant === 'segmentation' || this.version === 'old';
     const vit = perLevel ? outs : [outs[outs.length - 1]!, outs[outs.length - 1]!, outs[outs.length - 1]!, outs[outs.length - 1]!];
     return adapterPyramid(this, c, spm.c1, this.addVitFeature ? vit : null, H, W);

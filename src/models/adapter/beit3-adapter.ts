@@ -17,28 +17,18 @@
  */
 import { type Tensor, interpolate, scope, zeros } from '../../engine/index.js';
 import { BatchNorm2d, ConvTranspose2d, Module, ModuleList } from '../../nn/index.js';
-import { normal_ } from '../../nn/init.js';
 import { BEiT3, type BEiT3Config } from '../beit3.js';
-import { MSDeformAttn } from './deformable-attention.js';
-import { type BlockRunner, InteractionBlock } from './interaction.js';
+import type { BlockRunner, InteractionBlock } from './interaction.js';
 import { SpatialPriorModule } from './spm.js';
 import {
-  type Capture, DeformInputsCache, adapterPyramid, adapterTokens, defaultInteractionIndexes, initWeights,
+  type AdapterKwargs, type Capture, DeformInputsCache, adapterInteractionBlocks, adapterPyramid, adapterTokens,
+  initAdapterModules, resolveInteractionIndexes, runInteractions,
 } from './vit-adapter.js';
 
 /** Options: the BEiT-3 `EncoderConfig` fields plus the adapter's kwargs (the authors' names). */
-export interface BEiT3AdapterOptions extends BEiT3Config {
-  conv_inplane?: number;
-  n_points?: number;
-  deform_num_heads?: number;
+export interface BEiT3AdapterOptions extends BEiT3Config, AdapterKwargs {
   /** The injectors' γ initial value (default 0). */
   init_values?: number;
-  interaction_indexes?: [number, number][];
-  with_cffn?: boolean;
-  cffn_ratio?: number;
-  deform_ratio?: number;
-  add_vit_feature?: boolean;
-  use_extra_extractor?: boolean;
   with_cp?: boolean;
 }
 
@@ -61,39 +51,32 @@ export class BEiT3Adapter extends Module implements BlockRunner {
   constructor(options: BEiT3AdapterOptions = {}) {
     super();
     const {
-      conv_inplane: convInplane, n_points: nPoints, deform_num_heads: deformHeads, init_values: initValues,
-      interaction_indexes: indexes, with_cffn: withCffn, cffn_ratio: cffnRatio, deform_ratio: deformRatio,
-      add_vit_feature: addVit, use_extra_extractor: useExtra, with_cp: withCp, ...config
+      conv_inplane, n_points, deform_num_heads, init_values, interaction_indexes, with_cffn, cffn_ratio, deform_ratio,
+      add_vit_feature, use_extra_extractor, with_cp: withCp, ...config
     } = options;
+    const adapter: AdapterKwargs = {
+      conv_inplane, n_points, deform_num_heads, init_values, interaction_indexes, with_cffn, cffn_ratio, deform_ratio,
+      add_vit_feature, use_extra_extractor,
+    };
     this.beit3 = this.registerModule('beit3', new BEiT3({ ...config, checkpoint_activations: config.checkpoint_activations ?? withCp }));
     const D = (this.embedDim = this.beit3.embedDim);
     const depth = this.beit3.encoder.layers.length;
-    this.addVitFeature = addVit ?? true;
-    const idx = indexes ?? defaultInteractionIndexes(depth);
-    for (const [a, b] of idx) {
-      if (!(a >= 0 && b >= a && b < depth)) throw new Error(`BEiT3Adapter: interaction index [${a}, ${b}] out of range for ${depth} layers`);
-    }
+    this.addVitFeature = add_vit_feature ?? true;
+    const idx = resolveInteractionIndexes('BEiT3Adapter', adapter.interaction_indexes, depth, `${depth} layers`);
     if (this.addVitFeature && idx.length !== 4) {
       throw new Error(`BEiT3Adapter: add_vit_feature needs 4 interactions (one per pyramid level), got ${idx.length}`);
     }
-    this.interactionIndexes = idx.map(([a, b]) => [a, b]);
+    this.interactionIndexes = idx;
     this.level_embed = this.registerParameter('level_embed', zeros([3, D]));
-    this.spm = this.registerModule('spm', new SpatialPriorModule(convInplane ?? 64, D));
-    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>());
-    idx.forEach((_, i) => this.interactions.push(new InteractionBlock({
-      dim: D, numHeads: deformHeads ?? 6, nPoints: nPoints ?? 4, initValues: initValues ?? 0,
-      dropPath: config.drop_path_rate ?? 0, withCffn: withCffn ?? true, cffnRatio: cffnRatio ?? 0.25,
-      deformRatio: deformRatio ?? 1.0, extraExtractor: (useExtra ?? true) && i === idx.length - 1, normEps: 1e-6,
-      withCp: withCp ?? false,
-    })));
+    this.spm = this.registerModule('spm', new SpatialPriorModule(adapter.conv_inplane ?? 64, D));
+    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>(adapterInteractionBlocks(
+      adapter, D, idx.length, { dropPath: config.drop_path_rate ?? 0, normEps: 1e-6, withCp: withCp ?? false })));
     this.up = this.registerModule('up', new ConvTranspose2d(D, D, 2, { stride: 2 }));
     this.norm1 = this.registerModule('norm1', new BatchNorm2d(D));
     this.norm2 = this.registerModule('norm2', new BatchNorm2d(D));
     this.norm3 = this.registerModule('norm3', new BatchNorm2d(D));
     this.norm4 = this.registerModule('norm4', new BatchNorm2d(D));
-    for (const m of [this.up, this.spm, this.interactions]) m.apply(initWeights);
-    this.interactions.apply((m) => { if (m instanceof MSDeformAttn) m.resetParameters(); });
-    normal_(this.level_embed);
+    initAdapterModules(this);
   }
 
   /** Runs encoder layers [from, to] (vision experts) on cls + patch tokens. */
@@ -139,27 +122,14 @@ export class BEiT3Adapter extends Module implements BlockRunner {
     if (x.ndim !== 4 || x.shape[1] !== 3) throw new Error(`BEiT3Adapter: expected input B×3×H×W, got [${x.shape.join(', ')}]`);
     const [B, , h, w] = x.shape as [number, number, number, number];
     if (h % 32 || w % 32) throw new Error(`BEiT3Adapter: input height and width must be multiples of 32, got ${h}×${w}`);
-    const D = this.embedDim;
     const d = this.deformCache.get(h, w, x.device);
     const spm = this.spm.forward(x);
-    let c = adapterTokens(spm, this.level_embed, capture);
+    const c0 = adapterTokens(spm, this.level_embed, capture);
     const ve = this.beit3.vision_embed;
     const { tokens, H, W } = ve.patches(x);
     const pos = this.positions(H, W);
-    let xt = tokens.add(pos.grid);
-    let cls: Tensor | undefined = ve.cls_token.add(pos.cls).expand(B, -1, -1);
-    const outs: Tensor[] = [];
-    this.interactions.slice(0).forEach((layer, i) => {
-      const [from, to] = this.interactionIndexes[i]!;
-      const r = layer.forward(xt, c, this, from, to, d, H, W, cls);
-      xt = r.x;
-      c = r.c;
-      cls = r.cls;
-      capture?.(`interactions.${i}.x`, xt);
-      capture?.(`interactions.${i}.c`, c);
-      if (cls) capture?.(`interactions.${i}.cls`, cls);
-      outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
-    });
+    const cls0 = ve.cls_token.add(pos.cls).expand(B, -1, -1);
+    const { c, outs } = runInteractions(this, this, tokens.add(pos.grid), c0, cls0, d, H, W, true, capture);
     return adapterPyramid(this, c, spm.c1, this.addVitFeature ? outs : null, H, W);
   }
 }

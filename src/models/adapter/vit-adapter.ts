@@ -11,7 +11,7 @@ import { constant_, normal_, truncNormal_, zeros_ } from '../../nn/init.js';
 import { type ViTOptions, VisionTransformer, validateViTOptions } from '../vit.js';
 import { checkBool, checkDivisible, checkInt, checkNumber, checkWidth } from '../validate.js';
 import { MSDeformAttn } from './deformable-attention.js';
-import { InteractionBlock, deformInputs } from './interaction.js';
+import { type BlockRunner, InteractionBlock, deformInputs } from './interaction.js';
 import { SpatialPriorModule, type SpmOutputs } from './spm.js';
 import { zeros } from '../../engine/index.js';
 
@@ -21,9 +21,8 @@ import { zeros } from '../../engine/index.js';
  */
 export type AdapterVariant = 'segmentation' | 'detection';
 
-/** Constructor options: the authors' config keys verbatim (snake_case), plus `variant`. */
-export interface ViTAdapterOptions extends ViTOptions {
-  pretrain_size?: number;
+/** The adapter's own kwargs (the authors' names), common to ViT-Adapter, BEiT-Adapter and the BEiT-3 adapter. */
+export interface AdapterKwargs {
   conv_inplane?: number;
   n_points?: number;
   deform_num_heads?: number;
@@ -34,6 +33,11 @@ export interface ViTAdapterOptions extends ViTOptions {
   deform_ratio?: number;
   add_vit_feature?: boolean;
   use_extra_extractor?: boolean;
+}
+
+/** Constructor options: the authors' config keys verbatim (snake_case), plus `variant`. */
+export interface ViTAdapterOptions extends ViTOptions, AdapterKwargs {
+  pretrain_size?: number;
   /** Ignored (the authors' `pretrained` path); load weights with `loadStateDict`. */
   pretrained?: string | null;
   variant?: AdapterVariant;
@@ -126,29 +130,17 @@ export class ViTAdapter extends VisionTransformer {
       throw new Error(`ViTAdapter: variant must be segmentation or detection, got ${JSON.stringify(this.variant)}`);
     }
     this.addVitFeature = options.add_vit_feature ?? true;
-    const idx = options.interaction_indexes ?? defaultInteractionIndexes(depth);
-    for (const [a, b] of idx) {
-      if (!(a >= 0 && b >= a && b < depth)) throw new Error(`ViTAdapter: interaction index [${a}, ${b}] out of range for depth ${depth}`);
-    }
-    this.interactionIndexes = idx.map(([a, b]) => [a, b]);
+    this.interactionIndexes = resolveInteractionIndexes('ViTAdapter', options.interaction_indexes, depth);
     this.level_embed = this.registerParameter('level_embed', zeros([3, D]));
     this.spm = this.registerModule('spm', new SpatialPriorModule(options.conv_inplane ?? 64, D));
-    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>());
-    const useExtra = options.use_extra_extractor ?? true;
-    idx.forEach((_, i) => this.interactions.push(new InteractionBlock({
-      dim: D, numHeads: options.deform_num_heads ?? 6, nPoints: options.n_points ?? 4, initValues: options.init_values ?? 0,
-      dropPath: this.opts.drop_path_rate, withCffn: options.with_cffn ?? true, cffnRatio: options.cffn_ratio ?? 0.25,
-      deformRatio: options.deform_ratio ?? 1.0, extraExtractor: useExtra && i === idx.length - 1, normEps: this.opts.norm_eps,
-      withCp: this.opts.with_cp,
-    })));
+    this.interactions = this.registerModule('interactions', new ModuleList<InteractionBlock>(adapterInteractionBlocks(
+      options, D, this.interactionIndexes.length, { dropPath: this.opts.drop_path_rate, normEps: this.opts.norm_eps, withCp: this.opts.with_cp })));
     this.up = this.registerModule('up', new ConvTranspose2d(D, D, 2, { stride: 2 }));
     this.norm1 = this.registerModule('norm1', new BatchNorm2d(D));
     this.norm2 = this.registerModule('norm2', new BatchNorm2d(D));
     this.norm3 = this.registerModule('norm3', new BatchNorm2d(D));
     this.norm4 = this.registerModule('norm4', new BatchNorm2d(D));
-    for (const m of [this.up, this.spm, this.interactions]) m.apply(initWeights);
-    this.apply((m) => { if (m instanceof MSDeformAttn) m.resetParameters(); });
-    normal_(this.level_embed);
+    initAdapterModules(this);
   }
 
   private deformInputsFor(h: number, w: number, device: string): ReturnType<typeof deformInputs> {
@@ -185,21 +177,88 @@ export class ViTAdapter extends VisionTransformer {
     const D = this.embedDim;
     const d = this.deformInputsFor(h, w, x.device);
     const spm = this.spm.forward(x);
-    let c = adapterTokens(spm, this.level_embed, capture);
-    let { tokens: xt, H, W } = this.embed(x);
-    const outs: Tensor[] = [];
-    this.interactions.slice(0).forEach((layer, i) => {
-      const [from, to] = this.interactionIndexes[i]!;
-      const r = layer.forward(xt, c, this, from, to, d, H, W);
-      xt = r.x;
-      c = r.c;
-      capture?.(`interactions.${i}.x`, xt);
-      capture?.(`interactions.${i}.c`, c);
-      if (this.variant === 'segmentation') outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
-    });
-    const vit = this.variant === 'segmentation' ? outs : [xt, xt, xt, xt].map((t) => t.transpose(1, 2).reshape(B, D, H, W));
-    return adapterPyramid(this, c, spm.c1, this.addVitFeature ? vit : null, H, W);
+    const c = adapterTokens(spm, this.level_embed, capture);
+    const { tokens, H, W } = this.embed(x);
+    const r = runInteractions(this, this, tokens, c, undefined, d, H, W, this.variant === 'segmentation', capture);
+    const xt = r.x;
+    const vit = this.variant === 'segmentation' ? r.outs : [xt, xt, xt, xt].map((t) => t.transpose(1, 2).reshape(B, D, H, W));
+    return adapterPyramid(this, r.c, spm.c1, this.addVitFeature ? vit : null, H, W);
   }
+}
+
+/**
+ * Checks interaction indexes against the backbone's depth (default: {@link defaultInteractionIndexes}) and returns a
+ * fresh copy; `where` and `range` name the model and its depth in the error (`out of range for ${range}`).
+ */
+export function resolveInteractionIndexes(where: string, given: [number, number][] | undefined, depth: number,
+  range = `depth ${depth}`): [number, number][] {
+  const idx = given ?? defaultInteractionIndexes(depth);
+  for (const [a, b] of idx) {
+    if (!(a >= 0 && b >= a && b < depth)) throw new Error(`${where}: interaction index [${a}, ${b}] out of range for ${range}`);
+  }
+  return idx.map(([a, b]) => [a, b]);
+}
+
+/**
+ * The `n` interaction blocks of an adapter from its kwargs (the authors' defaults: 6 deform heads, 4 points, γ 0,
+ * CFFN on with ratio 0.25, deform ratio 1, extra extractors in the last interaction), with the backbone's drop path,
+ * norm eps and checkpointing.
+ */
+export function adapterInteractionBlocks(o: AdapterKwargs, D: number, n: number,
+  backbone: { dropPath: number; normEps: number; withCp: boolean }): InteractionBlock[] {
+  const useExtra = o.use_extra_extractor ?? true;
+  return Array.from({ length: n }, (_, i) => new InteractionBlock({
+    dim: D, numHeads: o.deform_num_heads ?? 6, nPoints: o.n_points ?? 4, initValues: o.init_values ?? 0,
+    dropPath: backbone.dropPath, withCffn: o.with_cffn ?? true, cffnRatio: o.cffn_ratio ?? 0.25,
+    deformRatio: o.deform_ratio ?? 1.0, extraExtractor: useExtra && i === n - 1, normEps: backbone.normEps,
+    withCp: backbone.withCp,
+  }));
+}
+
+/** The adapter modules that {@link initAdapterModules} initialises. */
+export interface AdapterModules extends PyramidModules {
+  level_embed: Tensor;
+  spm: SpatialPriorModule;
+  interactions: ModuleList<InteractionBlock>;
+}
+
+/**
+ * The authors' initialisation of the adapter modules (after the backbone's): `_init_weights` on `up`, `spm` and the
+ * interactions, the deformable attentions' own reset, then a normal `level_embed`. The order is fixed (it draws
+ * from the global generator).
+ */
+export function initAdapterModules(m: AdapterModules): void {
+  for (const mod of [m.up, m.spm, m.interactions]) mod.apply(initWeights);
+  m.interactions.apply((mod) => { if (mod instanceof MSDeformAttn) mod.resetParameters(); });
+  normal_(m.level_embed);
+}
+
+/**
+ * The interaction loop of an adapter's forward: interaction `i` runs the backbone's blocks
+ * `interactionIndexes[i]` between its injector and extractor (with the cls token riding along when `cls` is given).
+ * `capture` receives `interactions.{i}.x|c` (and `.cls`); with `collect`, each interaction's ViT tokens are returned
+ * as a B×D×H×W map in `outs`.
+ */
+export function runInteractions(m: { interactions: ModuleList<InteractionBlock>; interactionIndexes: [number, number][] },
+  runner: BlockRunner, x: Tensor, c: Tensor, cls: Tensor | undefined, d: ReturnType<typeof deformInputs>, H: number, W: number,
+  collect: boolean, capture?: Capture): { x: Tensor; c: Tensor; cls: Tensor | undefined; outs: Tensor[] } {
+  const [B, , D] = x.shape as [number, number, number];
+  let xt = x;
+  let ct = c;
+  let cl = cls;
+  const outs: Tensor[] = [];
+  m.interactions.slice(0).forEach((layer, i) => {
+    const [from, to] = m.interactionIndexes[i]!;
+    const r = layer.forward(xt, ct, runner, from, to, d, H, W, cl);
+    xt = r.x;
+    ct = r.c;
+    cl = r.cls;
+    capture?.(`interactions.${i}.x`, xt);
+    capture?.(`interactions.${i}.c`, ct);
+    if (cl) capture?.(`interactions.${i}.cls`, cl);
+    if (collect) outs.push(xt.transpose(1, 2).reshape(B, D, H, W));
+  });
+  return { x: xt, c: ct, cls: cl, outs };
 }
 
 /**

@@ -12,6 +12,7 @@ export * from './segmentor.js';
 export * from './configs.js';
 export * from './inference.js';
 export * from './evaluate.js';
-export * from './random.js';
+export { ForcedRandom, SeededRandom } from '../../train/random.js';
+export type { PipelineRandom, RecordedDraw, SeededRandomState } from '../../train/random.js';
 export * from './cv-color.js';
 export * from './pipeline-train.js';

@@ -29,7 +29,7 @@ import {
   resizeBilinearHWCFixedPointRegion,
   resizeNearestHWC,
 } from './pipeline-image.js';
-import type { PipelineRandom } from './random.js';
+import type { PipelineRandom } from '../../train/random.js';
 
 export type { ChannelOrder } from './cv-color.js';
 

@@ -9,6 +9,7 @@
  */
 import { join } from 'node:path';
 import { writeLabelPng, writeRgbJpeg, writeRgbPng } from '../../io/image.js';
+import { mulberry32 } from '../../train/random.js';
 import type { Palette } from './classes.js';
 import { customDataset, type SegDatasetConfig } from './datasets.js';
 
@@ -88,18 +89,6 @@ export interface SceneOptions {
   minObjects?: number;
   /** Most objects to draw (default 6). */
   maxObjects?: number;
-}
-
-/** mulberry32: a tiny 32-bit PRNG with good statistical quality for this purpose. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Integer hash of (x, y, salt) to [0, 1). */

@@ -6,7 +6,7 @@
 import { readImage, readLabelMap } from '../../io/image.js';
 import type { SampleTask } from '../../train/loader.js';
 import { type TrainPipelineCfg, trainPipeline } from './pipeline-train.js';
-import { SeededRandom } from './random.js';
+import { SeededRandom } from '../../train/random.js';
 
 /** What a data worker needs (structured-clonable: sent as `workerData`). */
 export interface SegSampleContext {

@@ -1,17 +1,55 @@
 /**
- * Random sources for the training pipeline, with the call semantics of numpy's legacy global RNG
- * as mmseg 0.20.2 uses it (`np.random.random_sample()`, `rand()`, `randint(low[, high])`,
- * `uniform(low, high)`), so each transform makes exactly the calls, with exactly the arguments,
- * that the authors' code makes:
+ * Seeded random sources for the training layer and the tasks. Everything here is plain JavaScript on numbers
+ * (usable in worker threads, state is JSON-able) and gives the same values for the same seed on every platform.
  *
- * - {@link SeededRandom}: a fast, seedable, serialisable generator (xoshiro128**). It does NOT
- *   reproduce numpy's Mersenne-Twister stream (nothing here depends on that); it reproduces
- *   itself: the same seed (or the same saved state) gives the same draws on every platform.
+ * - {@link mulberry32} and {@link mixSeed}: a tiny 32-bit generator and an integer seed mixer (the sampler's
+ *   epoch shuffles, the synthetic scenes).
+ * - {@link SeededRandom}: a fast, seedable, serialisable generator (xoshiro128**) with the call semantics of
+ *   numpy's legacy global RNG as mmseg 0.20.2 uses it (`np.random.random_sample()`, `rand()`,
+ *   `randint(low[, high])`, `uniform(low, high)`), so each transform of the train pipeline makes exactly the calls,
+ *   with exactly the arguments, that the authors' code makes. It does NOT reproduce numpy's Mersenne-Twister
+ *   stream (nothing here depends on that); it reproduces itself: the same seed (or the same saved state) gives the
+ *   same draws on every platform.
  * - {@link ForcedRandom}: replays a recorded list of draws (the fixtures' `draws`), checking that
  *   each call has the recorded function name and arguments; for parity tests.
- *
- * Everything here is plain JavaScript on numbers: usable in worker threads, state is JSON-able.
  */
+
+/**
+ * mulberry32: a tiny 32-bit PRNG (good statistical quality for shuffles and synthetic data; not cryptographic).
+ *
+ * @param seed the 32-bit state (taken modulo 2^32)
+ * @returns a function giving uniform doubles in [0, 1), 32 random bits each
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A 32-bit mix of integers (murmur3 finaliser over a running hash), e.g. a per-epoch seed from `(seed, epoch)`.
+ *
+ * @param parts non-negative integers up to 2^53 (the high 32 bits are mixed in too)
+ * @returns an unsigned 32-bit hash
+ */
+export function mixSeed(...parts: number[]): number {
+  let h = 0x9e3779b9;
+  for (const p of parts) {
+    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    // high 32 bits of numbers up to 2^53 (seeds may exceed 32 bits)
+    h = Math.imul(h ^ Math.floor(p / 4294967296), 0x27d4eb2d);
+    h ^= h >>> 15;
+  }
+  return h >>> 0;
+}
 
 /**
  * The random calls the train pipeline makes (numpy legacy semantics).

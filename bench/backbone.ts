@@ -26,7 +26,7 @@ import { BENCH_PRESETS, type BenchBackboneResult, benchBackbone, buildBenchBackb
 import {
   type CommonOptions, type MsdaMode, type Ratio, type Stats, OPENBLAS_VARS, Timers as SectionTimers, checkSize,
   commonFlag, cpuSeconds, envLine, loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats, printRows,
-  pythonProblem, pythonScript, ratio, reporters, runPython as runPythonScript, stats, wrapMethod,
+  pythonBaseline, pythonScript, ratio, reporters, runPython as runPythonScript, stats, wrapMethod,
 } from './common.js';
 
 // ---- options -------------------------------------------------------------------------------------------------
@@ -379,9 +379,8 @@ async function main(): Promise<void> {
   if (o.msda === 'both') modes = native ? ['native', 'composition'] : ['composition'];
   else if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
   else modes = [o.msda === 'auto' ? (native ? 'native' : 'composition') : o.msda];
-  const script = pythonScript(SCRIPT);
-  const problem = pythonProblem(o.pythonExe, script, SCRIPT);
-  o.python = problem ? null : script;
+  const { script, problem } = pythonBaseline(o.pythonExe, SCRIPT);
+  o.python = script;
   const env = openblasEnv();
   const load0 = loadavg();
   const info = backend().info();

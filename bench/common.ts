@@ -242,6 +242,16 @@ export function pythonProblem(exe: string, script: string | null, name: string):
   return null;
 }
 
+/**
+ * The PyTorch baseline script `bench/<name>` run by `exe`: its path when it can run, else null with the reason
+ * ({@link pythonScript} then {@link pythonProblem}).
+ */
+export function pythonBaseline(exe: string, name: string): { script: string | null; problem: string | null } {
+  const found = pythonScript(name);
+  const problem = pythonProblem(exe, found, name);
+  return { script: problem ? null : found, problem };
+}
+
 /** Runs `exe script ...args`; returns the last line of its stdout, or throws with its stderr. */
 export function runPython(exe: string, script: string, args: string[]): string {
   const all = [script, ...args];

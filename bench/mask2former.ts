@@ -21,8 +21,8 @@ import { hasNativeMsDeformAttn, setMsDeformAttnImpl } from '../src/models/adapte
 import { Mask2FormerHead, buildHead } from '../src/models/heads/index.js';
 import { mask2formerHeadCfg } from '../src/tasks/segmentation/configs.js';
 import {
-  type MsdaMode, type Stats, envLine, intArg, loadEndLine, machineLine, ms, openblasEnv, parseFlags, pythonProblem,
-  pythonScript, ratio, reporters, runPython, timeCalls,
+  type MsdaMode, type Stats, envLine, intArg, loadEndLine, machineLine, ms, openblasEnv, parseFlags, pythonBaseline,
+  ratio, reporters, runPython, timeCalls,
 } from './common.js';
 
 interface Options {
@@ -145,8 +145,7 @@ async function main(): Promise<void> {
   let torch: TorchResult | null = null;
   let torchError: string | null = null;
   let parity: string | null = null;
-  const script = pythonScript('torch_mask2former.py');
-  const problem = pythonProblem(o.pythonExe, script, 'torch_mask2former.py');
+  const { script, problem } = pythonBaseline(o.pythonExe, 'torch_mask2former.py');
   if (problem) {
     torchError = problem;
   } else {

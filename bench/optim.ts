@@ -16,7 +16,7 @@ import { getNumThreads, noGrad, randn, setNumThreads } from '../src/engine/index
 import { AdamW, buildParamGroups } from '../src/train/index.js';
 import { buildSegmentor } from '../src/tasks/segmentation/inference.js';
 import { getPreset } from '../src/tasks/segmentation/configs.js';
-import { type Stats, cpuSeconds, intArg, median, ms, parseFlags, pythonProblem, pythonScript, runPython, stats } from './common.js';
+import { type Stats, cpuSeconds, intArg, median, ms, parseFlags, pythonBaseline, runPython, stats } from './common.js';
 
 const USAGE = 'usage: node dist/bench/optim.js [--preset NAME] [--repeats N] [--threads N] [--json] [--python EXE | --no-python]';
 let preset = 'upernet_deit_adapter_tiny_512_160k_ade20k';
@@ -63,8 +63,7 @@ const ts: Record<string, Stats> = Object.fromEntries(variants.map((v) => [v.name
 
 // PyTorch on the same shapes and groups
 let torch: Record<string, number> | null = null;
-const script = pythonScript('torch_optim.py');
-const problem = pythonProblem(python, script, 'torch_optim.py');
+const { script, problem } = pythonBaseline(python, 'torch_optim.py');
 if (problem) {
   log(`PyTorch: skipped (${problem})`);
 } else {

@@ -38,7 +38,7 @@ import {
 import { segmentImageFullResolution } from '../src/tools/full-resolution.js';
 import {
   type CommonOptions, type MsdaMode, type Ratio, type Stats, Timers, checkSize, commonFlag, cpuSeconds, envLine,
-  loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats as pool, printRows, pythonProblem, pythonScript,
+  loadEndLine, machineLine, ms, openblasEnv, parseFlags, poolStats as pool, printRows, pythonBaseline,
   ratio, reporters, runPython as runPythonScript, stats, timeCalls, wrapMethod,
 } from './common.js';
 
@@ -393,9 +393,7 @@ async function main(): Promise<void> {
   if (o.msda === 'native' && !native) throw new Error('--msda native: the native ms_deform_attn kernel is not built into this addon');
   setMsDeformAttnImpl(o.msda === 'auto' ? null : o.msda === 'native');
   const msda = o.msda === 'auto' ? (native ? 'native' : 'composition') : o.msda;
-  const script = pythonScript(SCRIPT);
-  const problem = pythonProblem(o.pythonExe, script, SCRIPT);
-  const python = problem ? null : script;
+  const { script: python, problem } = pythonBaseline(o.pythonExe, SCRIPT);
   const env = openblasEnv();
   const load0 = loadavg();
   const info = backend().info();

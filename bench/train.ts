@@ -33,8 +33,8 @@ import { type SegConfig, buildSegmentor, loadConfig } from '../src/tasks/segment
 import { effectiveRecipe, paramGroupsFor, trainSegmentor } from '../src/tasks/segmentation/train.js';
 import { writeSyntheticSplits } from '../src/tasks/segmentation/synth-splits.js';
 import {
-  type MsdaMode, type Stats, envLine, intArg, loadEndLine, machineLine, median, ms, openblasEnv, parseFlags, printRows, pythonProblem,
-  pythonScript, reporters, runPython, stats,
+  type MsdaMode, type Stats, envLine, intArg, loadEndLine, machineLine, median, ms, openblasEnv, parseFlags, printRows, pythonBaseline,
+  reporters, runPython, stats,
 } from './common.js';
 
 const SCRIPT = 'torch_train.py';
@@ -364,9 +364,7 @@ async function main(): Promise<void> {
   }
   if (!o.threads) o.threads = availableParallelism();
   const { log, progress } = reporters(o.json);
-  const script = pythonScript(SCRIPT);
-  const problem = pythonProblem(o.pythonExe, script, SCRIPT);
-  const python = problem ? null : script;
+  const { script: python, problem } = pythonBaseline(o.pythonExe, SCRIPT);
   const env = openblasEnv();
   const load0 = loadavg();
   const info = backend().info();

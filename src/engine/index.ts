@@ -5,3 +5,4 @@ export * from './tensor.js';
 export * from './functional.js';
 export { libtorchBackend } from './native.js';
 export * from './autocast.js';
+export * from './dist.js';

@@ -9,3 +9,4 @@ export * from './schedule.js';
 export { pyPow } from './pow.js';
 export * from './amp.js';
 export * from './build.js';
+export * from './ddp.js';

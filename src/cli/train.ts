@@ -3,7 +3,9 @@
  * `--describe-params` for the optimizer's parameter groups) and `synth` (write a generated dataset). Progress goes to
  * stderr; with `--json` stdout holds one summary object.
  */
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { autocastSupported, cuda, setNumThreads } from '../engine/index.js';
 import { ProgressBar } from '../tools/progress.js';
 import { loadConfig } from '../tasks/segmentation/configs.js';
@@ -14,6 +16,7 @@ import { describeParamGroups } from '../train/param-groups.js';
 import { formatPretrainedReport } from '../train/pretrained.js';
 import { exportWeights } from '../train/checkpoint.js';
 import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
+import { LaunchError, checkLaunchOptions, exitWithLauncher, launchWorkers, workerEnv, type WorkerEnv } from './launch.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries). */
 export interface TrainCommand {
@@ -42,6 +45,58 @@ function num(p: Parsed, key: string): number | undefined {
 
 const fmt = (x: number): string => (Math.abs(x) >= 0.01 || x === 0 ? x.toFixed(4) : x.toExponential(2));
 
+/** Options of the launcher: they stay with the launcher and are not passed to the workers. */
+const LAUNCHER_KEYS = new Set(['nproc', 'nnodes', 'node-rank', 'master-addr', 'master-port']);
+
+/** The command line of a worker: the parsed options without the launcher's, in `--key=value` form. */
+export function workerArgs(p: Parsed): string[] {
+  const out: string[] = ['train'];
+  for (const [k, v] of Object.entries(p.options)) {
+    if (v === undefined || LAUNCHER_KEYS.has(k)) continue;
+    if (v === true) out.push(`--${k}`);
+    else if (Array.isArray(v)) for (const x of v) out.push(`--${k}=${x}`);
+    else if (v !== false) out.push(`--${k}=${String(v)}`);
+  }
+  if (p.positionals.length) out.push('--', ...p.positionals);
+  return out;
+}
+
+/** `--nproc N` (with the multi-machine options): start the workers and wait for them. */
+async function runLauncher(p: Parsed): Promise<number> {
+  const num0 = (k: string): number | undefined => (p.options[k] === undefined ? undefined : intOption(p, k, 0, 0));
+  const masterAddr = str(p, 'master-addr');
+  const o = {
+    nproc: intOption(p, 'nproc', 1), nnodes: intOption(p, 'nnodes', 1), nodeRank: num0('node-rank') ?? 0,
+    ...(masterAddr !== undefined ? { masterAddr } : {}), masterPort: num0('master-port') ?? null,
+    args: [fileURLToPath(new URL('./bin.js', import.meta.url)), ...workerArgs(p)],
+  };
+  try {
+    checkLaunchOptions(o);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const device = str(p, 'device') ?? 'cpu';
+  if (device.startsWith('cuda')) {
+    if (device !== 'cuda') throw new UsageError(`--nproc with --device ${device}: use --device cuda (worker LOCAL_RANK k uses cuda:k)`);
+    if (cuda.isAvailable() && cuda.deviceCount() < o.nproc) {
+      throw new UsageError(`--nproc ${o.nproc} with --device cuda: this machine has ${cuda.deviceCount()} CUDA device(s); one process per GPU`);
+    }
+  }
+  const world = o.nproc * o.nnodes;
+  let result;
+  try {
+    result = await launchWorkers({
+      ...o,
+      onSpawn: (rank, pid) => { if (rank === o.nodeRank * o.nproc) warn(`launching ${o.nproc} worker(s) on node ${o.nodeRank} (world size ${world}); rank ${rank} pid ${pid}`); },
+    });
+  } catch (e) {
+    if (e instanceof LaunchError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (result.message) warn(`vit-adapter train: ${result.message}`);
+  return result.code;
+}
+
 /** `train`. */
 export const trainCommand: TrainCommand = {
   summary: 'train a segmentor with the authors\' recipe (AdamW + layer decay, poly + warmup, mmseg augmentation), checkpoints, resume',
@@ -49,7 +104,9 @@ export const trainCommand: TrainCommand = {
     '[--iters N] [--batch N] [--lr X] [--device cpu|cuda] [--amp bf16|fp16] [--resume [FILE]] [--eval-interval N] ' +
     '[--eval-limit N] [--checkpoint-interval N] [--keep K] [--seed S] [--threads N] [--workers N] [--accumulate N] ' +
     '[--clip-grad X] [--freeze-backbone] [--with-cp] [--skip-bad-samples] [--train-img-dir D --train-ann-dir D ' +
-    '--val-img-dir D --val-ann-dir D] [--log-interval N] [--export FILE.safetensors] [--json] | --describe-params --config NAME [--json]',
+    '--val-img-dir D --val-ann-dir D] [--log-interval N] [--export FILE.safetensors] [--json] ' +
+    '[--nproc N [--nnodes M --node-rank R --master-addr HOST] [--master-port P]] [--dist-backend gloo|nccl] [--dist-timeout SEC] ' +
+    '| --describe-params --config NAME [--json]',
   options: {
     config: 'string', data: 'string', dataset: 'string', 'work-dir': 'string', pretrained: 'string', iters: 'number',
     batch: 'number', lr: 'number', device: 'string', amp: 'string', resume: 'boolean', 'eval-interval': 'number',
@@ -57,9 +114,27 @@ export const trainCommand: TrainCommand = {
     workers: 'number', accumulate: 'number', 'clip-grad': 'number', 'freeze-backbone': 'boolean', 'with-cp': 'boolean',
     'skip-bad-samples': 'boolean', 'train-img-dir': 'string', 'train-ann-dir': 'string', 'val-img-dir': 'string',
     'val-ann-dir': 'string', 'log-interval': 'number', json: 'boolean', 'describe-params': 'boolean', export: 'string',
+    nproc: 'number', nnodes: 'number', 'node-rank': 'number', 'master-addr': 'string', 'master-port': 'number',
+    'dist-backend': 'string', 'dist-timeout': 'number',
   },
   async run(p) {
+    let wenv: WorkerEnv | null;
+    try {
+      wenv = workerEnv();
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const launcher = [...LAUNCHER_KEYS].some((k) => p.options[k] !== undefined);
+    if (wenv && launcher && !p.options['describe-params']) {
+      throw new UsageError(`train: this process is already a worker of a launched job (WORLD_SIZE=${wenv.worldSize} in the environment); ` +
+        `--nproc/--nnodes/--node-rank/--master-addr/--master-port belong to the launcher (unset WORLD_SIZE to launch from here)`);
+    }
+    const backendOpt = str(p, 'dist-backend');
+    if (backendOpt !== undefined && backendOpt !== 'gloo' && backendOpt !== 'nccl') throw new UsageError(`--dist-backend must be gloo or nccl, got ${JSON.stringify(backendOpt)}`);
+    const distTimeout = num(p, 'dist-timeout');
+    if (distTimeout !== undefined && !(distTimeout > 0 && distTimeout <= 2_000_000)) throw new UsageError(`--dist-timeout must be a positive number of seconds, got ${distTimeout}`);
     if (p.options.threads !== undefined) setNumThreads(intOption(p, 'threads', 1));
+    else if (wenv && wenv.localWorldSize > 1) setNumThreads(Math.max(1, Math.floor(availableParallelism() / wenv.localWorldSize)));
     const configName = str(p, 'config');
     if (!configName) throw new UsageError('train: --config NAME|file.json is required');
     const config = loadConfig(configName);
@@ -95,6 +170,16 @@ export const trainCommand: TrainCommand = {
     if (!data) throw new UsageError('train: --data ROOT is required');
     const workDir = str(p, 'work-dir');
     if (!workDir) throw new UsageError('train: --work-dir DIR is required');
+    const nproc = p.options.nproc === undefined ? 1 : intOption(p, 'nproc', 1);
+    if (nproc > 1 || (p.options.nnodes !== undefined && intOption(p, 'nnodes', 1) > 1)) return runLauncher(p);
+    if (launcher && !wenv) {
+      // --nproc 1 on one machine: a plain single-process run (the other launcher options have nothing to do)
+      if (p.options['master-port'] !== undefined || p.options['master-addr'] !== undefined || p.options['node-rank'] !== undefined) {
+        warn('note: --master-addr/--master-port/--node-rank are ignored with one process on one machine');
+      }
+    }
+    if (wenv) exitWithLauncher(wenv.launcherPid);
+    const main = !wenv || wenv.rank === 0;
     const kind = str(p, 'dataset');
     if (kind !== undefined && kind !== 'ade20k' && kind !== 'custom') throw new UsageError('--dataset must be ade20k or custom');
     if (kind === 'ade20k' && config.dataset.type !== 'ADE20KDataset') {
@@ -103,6 +188,9 @@ export const trainCommand: TrainCommand = {
     const device = str(p, 'device') ?? 'cpu';
     if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
     if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${device}: CUDA is not available in this libtorch build / machine`);
+    if (wenv && wenv.worldSize > 1 && device === 'cuda' && cuda.deviceCount() <= wenv.localRank) {
+      throw new Error(`--device cuda: worker LOCAL_RANK ${wenv.localRank} needs cuda:${wenv.localRank}, but this machine has ${cuda.deviceCount()} CUDA device(s)`);
+    }
     const amp = str(p, 'amp');
     if (amp !== undefined) {
       if (amp !== 'bf16' && amp !== 'fp16') throw new UsageError(`--amp must be bf16 or fp16, got ${JSON.stringify(amp)}`);
@@ -136,6 +224,13 @@ export const trainCommand: TrainCommand = {
       skipBadSamples: Boolean(p.options['skip-bad-samples']),
       freezeBackbone: Boolean(p.options['freeze-backbone']),
       withCp: Boolean(p.options['with-cp']),
+      ...(wenv && wenv.worldSize > 1 ? {
+        dist: {
+          rank: wenv.rank, worldSize: wenv.worldSize, localRank: wenv.localRank, masterAddr: wenv.masterAddr, masterPort: wenv.masterPort,
+          ...(backendOpt ? { backend: backendOpt as 'gloo' | 'nccl' } : {}),
+          ...(distTimeout !== undefined ? { timeoutMs: Math.round(distTimeout * 1000) } : {}),
+        },
+      } : {}),
       onMessage: warn,
       onIteration: (r, it) => {
         const l = r.losses;
@@ -159,6 +254,8 @@ export const trainCommand: TrainCommand = {
       },
     });
     (bar as ProgressBar | null)?.finish();
+    // ranks above 0 of a data-parallel job say nothing on success: rank 0 reports for the job
+    if (!main) return result.interrupted ? 130 : 0;
     if (result.pretrained) warn(formatPretrainedReport(result.pretrained));
     const exportPath = str(p, 'export');
     let exported: ReturnType<typeof exportWeights> | null = null;
@@ -173,7 +270,8 @@ export const trainCommand: TrainCommand = {
       warn(`exported the model weights (float16) to ${exportPath} (${(exported.bytes / 1e6).toFixed(2)} MB)`);
     }
     const out = {
-      config: result.config, iterations: result.iterations, ran: result.ran, world_size: result.world_size,
+      config: result.config, iterations: result.iterations, ran: result.ran, world_size: result.world_size, dist: result.dist,
+      sync_bn: result.sync_bn,
       losses: result.losses, checkpoint: result.checkpoint ? resolve(result.checkpoint) : null, mIoU: result.mIoU,
       eval: result.eval, evals: result.evals, seconds: result.seconds, it_per_s: result.it_per_s,
       data_wait_share: result.data_wait_share, interrupted: result.interrupted, resumed_from: result.resumed_from,

@@ -14,17 +14,40 @@
  *
  * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint, stops the data workers and returns with
  * `interrupted: true`; a second Ctrl-C aborts at once (exit code 130).
+ *
+ * Data-parallel training (`dist`: a process group and a gradient reducer, one process per rank, every rank calling
+ * this with the same options): each rank draws its own shard of every global batch (the sampler's rank), runs forward
+ * and backward, and the reducer averages the gradients over the ranks — `prepareBackward(sync)` before each
+ * micro-batch's backward (no collective on the non-final micro-batches of an accumulation), `finishBackward()` after
+ * the last — so every rank applies the same optimizer step. Then:
+ * - the logged losses are averaged over the ranks (one small all-reduce per iteration, as mmseg's `_parse_losses`),
+ *   and the same all-reduce carries the ranks' stop flags, so an interrupt stops every rank after the same iteration;
+ * - only rank 0 writes the log, reports progress and messages, and writes checkpoints; every rank sends its CPU
+ *   generator state to rank 0 first (stored per rank), and a barrier after the write means that when any rank moves
+ *   on, the checkpoint is complete on disk;
+ * - evaluation runs on every rank (the task's evaluator shards the images and gathers the counts);
+ * - a lost peer (a collective fails or times out) ends this rank with an error naming the lost rank when the
+ *   transport knows it, the iteration and the last complete checkpoint.
+ *
+ * Resume with any number of processes: a checkpoint records the iteration, the world size and per-process batch it was
+ * written with, and the sampler's global sample position (epoch and offset into that epoch's order, see
+ * `sampler.ts`). Every rank reads the same file (on several machines it must be at the same path on each: shared
+ * storage or a copy). The model, optimizer and scheduler state are those of the single logical model, so they load
+ * whatever the new world size; the run continues at the same iteration and the same sample of the data order. With
+ * another global batch (world size × batch), the following steps see more or fewer samples each; the lr schedule goes
+ * by iteration and continues unchanged. Generator states: rank r gets its saved state when the checkpoint has one for
+ * r, else a stream seeded from (seed, iteration, r).
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Tensor, autocast, fromBytes, getRngState, noGrad, scope, setRngState } from '../engine/index.js';
+import { type Tensor, autocast, fromBytes, getRngState, manualSeed, noGrad, scope, setRngState } from '../engine/index.js';
 import type { Module, TensorSource } from '../nn/index.js';
 import {
   TRAIN_CHECKPOINT_FORMAT, TRAIN_META_KEY, checkpointName, openTrainCheckpoint, pruneCheckpoints, removeStalePartials, writeAtomic,
   type CheckpointTensor,
 } from './checkpoint.js';
 import type { LoadedBatch, Prefetcher } from './loader.js';
-import type { BatchSampler, SamplerState } from './sampler.js';
+import { type BatchSampler, type SamplerState, mixSeed } from './sampler.js';
 import { type AdamW, flattenOptimizerState, unflattenOptimizerState, type OptimizerStateMeta } from './optim.js';
 import type { LrScheduler, LrSchedulerState } from './schedule.js';
 import { clipGradNorm } from './clip.js';
@@ -52,6 +75,59 @@ export interface IterationRecord {
   epoch: number;
   /** float16 mixed precision: the loss scale after this iteration. */
   loss_scale?: number;
+}
+
+/**
+ * The collectives the loop uses (what `ProcessGroup` of `src/engine/dist.ts` provides; structural so that the loop
+ * does not depend on how the group was made).
+ */
+export interface TrainerGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  allReduce(tensors: Tensor[], op?: 'sum' | 'avg' | 'max' | 'min'): void;
+  allGatherObject<V>(value: V): V[];
+  barrier(): void;
+}
+
+/** The gradient reducer the loop drives (what `DistributedDataParallel` of `ddp.ts` provides). */
+export interface TrainerReducer {
+  /** Before each micro-batch's backward; `sync` false on the non-final micro-batches of an accumulation. */
+  prepareBackward(sync: boolean): void;
+  /** After the final micro-batch's backward: gradients averaged over the ranks. */
+  finishBackward(): void;
+  /** Broadcasts rank 0's buffers (batch-norm running statistics), as torch's DDP before a forward. */
+  syncBuffers(): void;
+  /**
+   * Time spent in collectives and how the buckets ran: `collectiveMs` of the last synchronising step and, when the
+   * reducer keeps it, `totalCollectiveMs` over all steps.
+   */
+  stats(): { collectiveMs: number; totalCollectiveMs?: number; buckets: number; overlapped: boolean; bytes: number };
+}
+
+/** Data-parallel settings of {@link runTraining}. */
+export interface TrainerDist {
+  group: TrainerGroup;
+  /**
+   * Wraps the model for gradient averaging; called once the model holds its final starting weights (after a resume).
+   * The reducer broadcasts rank 0's parameters and buffers, so all ranks start identical.
+   */
+  makeReducer: () => TrainerReducer;
+}
+
+/** Figures of a data-parallel run ({@link TrainSummary.dist}). */
+export interface DistSummary {
+  /** Milliseconds this rank spent in gradient collectives, and per iteration. */
+  collective_ms: number;
+  collective_ms_per_iter: number;
+  /** Share of the loop's wall time spent in gradient collectives (rank 0). */
+  collective_share: number;
+  buckets: number;
+  /** Whether the bucket all-reduces ran during the backward (overlapped) or after it. */
+  overlapped: boolean;
+  /** Gradient bytes all-reduced per step. */
+  bytes: number;
+  /** Samples per step over all ranks. */
+  global_batch: number;
 }
 
 /** An evaluation's result (metric name → value in [0, 1], null for nan). */
@@ -108,6 +184,8 @@ export interface TrainerOptions<T> {
   amp?: 'bfloat16' | 'float16' | null;
   /** The loss scaler's initial scale for float16 (default 2^16, torch's). */
   ampInitScale?: number;
+  /** Data-parallel training (see the module notes); absent: one process. */
+  dist?: TrainerDist | null;
 }
 
 /** What {@link runTraining} returns. */
@@ -116,7 +194,10 @@ export interface TrainSummary {
   iterations: number;
   /** Iterations run by this call. */
   ran: number;
-  world_size: 1;
+  /** Processes that trained together. */
+  world_size: number;
+  /** Data-parallel figures (null with one process). */
+  dist: DistSummary | null;
   /** The last iteration's loss terms. */
   losses: Record<string, number>;
   /** The last checkpoint written (or resumed from), or null. */
@@ -160,18 +241,49 @@ export function jsonDiff(a: unknown, b: unknown, path = '', out: string[] = [], 
 interface SavedState {
   format: string;
   iteration: number;
+  /** Processes and per-process batch of the run that wrote it (absent before data-parallel training: 1). */
+  world_size?: number;
+  batch_per_process?: number;
   config: unknown;
   resume_key: unknown;
   optimizer: OptimizerStateMeta;
   scheduler: LrSchedulerState;
   sampler: SamplerState;
-  rng: { torch_cpu: string; note: string };
+  rng: { torch_cpu: string; note: string; ranks?: Record<string, string> };
   grad_scaler?: GradScalerState | null;
   meta: Record<string, unknown>;
   saved_at: string;
 }
 
+const b64 = (u: Uint8Array): string => Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString('base64');
+
+/**
+ * Writes a checkpoint (rank 0; every rank calls it: the ranks' generator states are gathered first, and a barrier
+ * after the write holds every rank until the file is complete). Returns the path (on every rank).
+ */
 function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: SamplerState, scaler: GradScaler | null): string {
+  const group = o.dist?.group ?? null;
+  const path = join(o.workDir, checkpointName(iteration));
+  let ranks: Record<string, string> | undefined;
+  if (group) {
+    const states = group.allGatherObject(b64(getRngState()));
+    ranks = Object.fromEntries(states.map((s, r) => [String(r), s]));
+    if (group.rank !== 0) {
+      group.barrier();
+      return path;
+    }
+  }
+  try {
+    writeCheckpointFile(o, path, iteration, sampler, scaler, ranks);
+  } finally {
+    // release the other ranks even when the write failed (the error surfaces here, on rank 0)
+    group?.barrier();
+  }
+  return path;
+}
+
+function writeCheckpointFile<T>(o: TrainerOptions<T>, path: string, iteration: number, sampler: SamplerState, scaler: GradScaler | null,
+  ranks: Record<string, string> | undefined): void {
   const tensors: [string, CheckpointTensor][] = [];
   const sd = o.model.stateDict();
   for (const [k, t] of sd) tensors.push([k, t]);
@@ -180,22 +292,23 @@ function saveCheckpoint<T>(o: TrainerOptions<T>, iteration: number, sampler: Sam
   const rng = getRngState();
   tensors.push(['rng.torch_cpu', { dtype: 'uint8', shape: [rng.length], nbytes: rng.length, read: () => rng }]);
   const state: SavedState = {
-    format: TRAIN_CHECKPOINT_FORMAT, iteration, config: o.config, resume_key: o.resumeKey ?? o.config, optimizer: opt.meta,
+    format: TRAIN_CHECKPOINT_FORMAT, iteration, world_size: o.dist?.group.worldSize ?? 1, batch_per_process: o.sampler.batchSize,
+    config: o.config, resume_key: o.resumeKey ?? o.config, optimizer: opt.meta,
     scheduler: o.scheduler.stateDict(), sampler,
     rng: {
       torch_cpu: 'tensor rng.torch_cpu',
-      note: 'augmentation draws use a per-sample generator seeded from (seed, epoch, index): the sampler state determines them',
+      note: 'augmentation draws use a per-sample generator seeded from (seed, epoch, index): the sampler state determines them' +
+        (ranks ? '; ranks: the CPU generator state of every rank (base64), rank 0\'s is also rng.torch_cpu' : ''),
+      ...(ranks ? { ranks } : {}),
     },
     grad_scaler: scaler ? scaler.stateDict() : null,
     meta: o.meta ?? {}, saved_at: new Date().toISOString(),
   };
-  const path = join(o.workDir, checkpointName(iteration));
   writeAtomic(path, tensors, { [TRAIN_META_KEY]: JSON.stringify(state), format: 'pt' });
   pruneCheckpoints(o.workDir, o.keep);
-  return path;
 }
 
-function restore<T>(o: TrainerOptions<T>, file: string, scaler: GradScaler | null): { iteration: number; sampler: SamplerState } {
+function restore<T>(o: TrainerOptions<T>, file: string, scaler: GradScaler | null): { iteration: number; sampler: SamplerState; notes: string[] } {
   const { state: raw, checkpoint } = openTrainCheckpoint(file);
   const state = raw as unknown as SavedState;
   try {
@@ -225,13 +338,40 @@ function restore<T>(o: TrainerOptions<T>, file: string, scaler: GradScaler | nul
     }
     o.scheduler.loadStateDict(state.scheduler);
     if (!rng) throw new Error(`${file}: no rng.torch_cpu tensor (the CPU generator state)`);
-    setRngState(rng);
-    o.sampler.setState(state.sampler);
+    const notes: string[] = [];
+    const rank = o.dist?.group.rank ?? 0;
+    const saved = rank === 0 ? null : state.rng.ranks?.[String(rank)];
+    if (rank === 0) setRngState(rng);
+    else if (saved) setRngState(new Uint8Array(Buffer.from(saved, 'base64')));
+    else manualSeed(rankSeed(o.sampler.seed, state.iteration, rank));
+    const savedWorld = state.world_size ?? 1;
+    const world = o.dist?.group.worldSize ?? 1;
+    if (savedWorld !== world) {
+      notes.push(`${file} was written by ${savedWorld} process${savedWorld > 1 ? 'es' : ''}; continuing with ${world}`);
+    }
+    const note = o.sampler.setState(state.sampler);
+    if (note) notes.push(note.message);
     if (scaler && state.grad_scaler) scaler.loadStateDict(state.grad_scaler);
-    return { iteration: state.iteration, sampler: state.sampler };
+    return { iteration: state.iteration, sampler: o.sampler.state(), notes };
   } finally {
     checkpoint.close();
   }
+}
+
+/** Seed of rank `rank`'s CPU generator (ranks above 0; rank 0 keeps the task's seeding). */
+export function rankSeed(seed: number, iteration: number, rank: number): number {
+  return mixSeed(seed, iteration, rank, 0x3d15) >>> 1;
+}
+
+/** A failed collective: rethrown with this rank, the lost rank (when known), the iteration and the last checkpoint. */
+function distFailure(e: unknown, rank: number, iter: number, lastCkpt: string | null): Error {
+  const err = e as Error & { rank?: number };
+  if (!(err instanceof Error) || err.name !== 'DistError') return err as Error;
+  const lost = typeof err.rank === 'number' ? `lost rank ${err.rank}` : 'lost contact with another rank';
+  const out = new Error(`rank ${rank}: ${lost} during iteration ${iter + 1}: ${err.message}; ` +
+    `the last complete checkpoint is ${lastCkpt ?? 'none'} (resume with --resume)`, { cause: err });
+  out.name = 'DistError';
+  return out;
 }
 
 /** Runs (or resumes) training; see the module notes. */
@@ -240,11 +380,25 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
   if (!Number.isInteger(accumulate) || accumulate < 1) throw new RangeError(`accumulate must be a positive integer, got ${accumulate}`);
   if (!Number.isInteger(o.maxIters) || o.maxIters < 1) throw new RangeError(`max iterations must be a positive integer, got ${o.maxIters}`);
   if (!Number.isInteger(o.checkpointInterval) || o.checkpointInterval < 1) throw new RangeError(`checkpoint interval must be a positive integer, got ${o.checkpointInterval}`);
-  const msg = o.onMessage ?? (() => {});
+  const group = o.dist?.group ?? null;
+  const rank = group?.rank ?? 0;
+  const world = group?.worldSize ?? 1;
+  const main = rank === 0;
+  if (group && o.sampler.worldSize !== world) {
+    throw new Error(`the sampler is split for ${o.sampler.worldSize} process(es) but the process group has ${world}`);
+  }
+  if (group && o.sampler.rank !== rank) throw new Error(`the sampler is for rank ${o.sampler.rank} but this process is rank ${rank}`);
+  // rank 0 reports and writes; the other ranks only compute (their errors surface as exceptions)
+  const msg = main ? (o.onMessage ?? (() => {})) : () => {};
+  const onIteration = main ? o.onIteration : undefined;
+  const onEvaluation = main ? o.onEvaluation : undefined;
+  const onCheckpoint = main ? o.onCheckpoint : undefined;
   mkdirSync(o.workDir, { recursive: true });
-  removeStalePartials(o.workDir);
+  if (main) removeStalePartials(o.workDir);
   const logPath = join(o.workDir, 'log.jsonl');
-  const log = (obj: Record<string, unknown>): void => appendFileSync(logPath, `${JSON.stringify(obj)}\n`);
+  const log = (obj: Record<string, unknown>): void => {
+    if (main) appendFileSync(logPath, `${JSON.stringify(obj)}\n`);
+  };
 
   const amp = o.amp ?? null;
   const device = o.device ?? 'cpu';
@@ -259,11 +413,15 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
     samplerState = r.sampler;
     lastCkpt = o.resume;
     msg(`resumed from ${o.resume} at iteration ${start}`);
-    log({ event: 'resume', file: o.resume, iter: start });
+    for (const n of r.notes) msg(`note: ${n}`);
+    log({ event: 'resume', file: o.resume, iter: start, world_size: world, notes: r.notes });
     if (start >= o.maxIters) msg(`the checkpoint is already at iteration ${start} of ${o.maxIters}: nothing to do`);
   } else {
-    log({ event: 'start', max_iters: o.maxIters, config: o.config, meta: o.meta ?? {} });
+    // ranks above 0 draw their own dropout / drop-path masks (rank 0 keeps the task's seeding, as one process)
+    if (rank > 0) manualSeed(rankSeed(o.sampler.seed, 0, rank));
+    log({ event: 'start', max_iters: o.maxIters, config: o.config, meta: o.meta ?? {}, world_size: world });
   }
+  const reducer = o.dist ? o.dist.makeReducer() : null;
 
   let stop = false;
   let signals = 0;
@@ -297,17 +455,19 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
       lastEval = m;
       evals.push({ iter: at, metrics: m });
       log({ event: 'eval', iter: at, ...m });
-      o.onEvaluation?.(at, m);
+      onEvaluation?.(at, m);
     } finally {
       o.model.train();
     }
   };
+  let collectiveMs = 0;
   try {
     o.model.train();
     while (iter < o.maxIters && !stop) {
       const itStart = performance.now();
       let itWait = 0;
       o.scheduler.step(iter);
+      reducer?.syncBuffers();
       const sums: Record<string, number> = {};
       let epoch = 0;
       for (let k = 0; k < accumulate; k++) {
@@ -320,7 +480,9 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
           const out = amp ? autocast(amp, device, () => o.loss(batch)) : o.loss(batch);
           let l = accumulate === 1 ? out.loss : out.loss.div(accumulate);
           if (scaler) l = scaler.scale(l);
+          reducer?.prepareBackward(k === accumulate - 1);
           l.backward();
+          if (reducer && k === accumulate - 1) reducer.finishBackward();
           noGrad(() => {
             for (const [name, t] of Object.entries(out.log)) sums[name] = (sums[name] ?? 0) + t.item();
             sums.loss = (sums.loss ?? 0) + out.loss.item();
@@ -340,6 +502,20 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
         o.optimizer.step();
       }
       o.optimizer.zeroGrad();
+      if (group) {
+        // losses averaged over the ranks for the log, and the ranks' stop flags: everyone stops after the same iteration
+        const keys = Object.keys(sums).sort();
+        const buf = new Float64Array(keys.length + 1);
+        keys.forEach((k, i) => { buf[i] = sums[k]!; });
+        buf[keys.length] = stop ? 1 : 0;
+        scope(() => {
+          const t = fromBytes(buf, 'float64', [buf.length]);
+          group.allReduce([t], 'sum');
+          const r = t.toTypedArray();
+          keys.forEach((k, i) => { sums[k] = r[i]! / world; });
+          stop = r[keys.length]! > 0;
+        });
+      }
       iter++;
       losses = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / accumulate]));
       const now = performance.now();
@@ -349,27 +525,43 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
         time: (now - itStart) / 1000, data_time: itWait / 1000, epoch, ...(scaler ? { loss_scale: scaler.getScale() } : {}),
       };
       log({ event: 'iter', ...rec });
-      o.onIteration?.(rec, { done: iter, total: o.maxIters, dataWaitShare: waitMs / (now - t0) });
+      onIteration?.(rec, { done: iter, total: o.maxIters, dataWaitShare: waitMs / (now - t0) });
       if (iter % o.checkpointInterval === 0 || iter === o.maxIters || stop) {
         lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
         savedAt = iter;
         log({ event: 'checkpoint', iter, file: lastCkpt });
-        o.onCheckpoint?.(lastCkpt, iter);
+        onCheckpoint?.(lastCkpt, iter);
       }
       if (!stop && evalInterval > 0 && (iter % evalInterval === 0 || iter === o.maxIters)) await runEval(iter);
     }
+  } catch (e) {
+    throw group ? distFailure(e, rank, iter, lastCkpt) : e;
   } finally {
     if (handle) process.off('SIGINT', onSigint);
     await data?.close();
   }
   if (savedAt !== iter && iter > start) {
-    lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
-    o.onCheckpoint?.(lastCkpt, iter);
+    try {
+      lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
+    } catch (e) {
+      throw group ? distFailure(e, rank, iter, lastCkpt) : e;
+    }
+    onCheckpoint?.(lastCkpt, iter);
   }
   const seconds = (performance.now() - t0) / 1000;
   const ran = iter - start;
+  let dist: DistSummary | null = null;
+  if (reducer) {
+    const st = reducer.stats();
+    collectiveMs = st.totalCollectiveMs ?? st.collectiveMs * ran;
+    dist = {
+      collective_ms: collectiveMs, collective_ms_per_iter: ran > 0 ? collectiveMs / ran : 0,
+      collective_share: seconds > 0 ? collectiveMs / 1000 / seconds : 0, buckets: st.buckets, overlapped: st.overlapped,
+      bytes: st.bytes, global_batch: o.sampler.globalBatch,
+    };
+  }
   const summary: TrainSummary = {
-    iterations: iter, ran, world_size: 1, losses, checkpoint: lastCkpt, eval: lastEval, evals, seconds,
+    iterations: iter, ran, world_size: world, dist, losses, checkpoint: lastCkpt, eval: lastEval, evals, seconds,
     it_per_s: seconds > 0 ? ran / seconds : 0, data_wait_share: seconds > 0 ? waitMs / 1000 / seconds : 0,
     interrupted: stop, resumed_from: o.resume ?? null,
   };

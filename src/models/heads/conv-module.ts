@@ -13,7 +13,7 @@
  */
 import type { Tensor } from '../../engine/index.js';
 import { relu, scope } from '../../engine/index.js';
-import { BatchNorm2d, Conv2d, GroupNorm, Module, type UnaryModule } from '../../nn/index.js';
+import { BatchNorm2d, Conv2d, GroupNorm, Module, SyncBatchNorm2d, type UnaryModule } from '../../nn/index.js';
 import { constant_, kaimingNormal_ } from '../../nn/init.js';
 import { checkInt, checkWidth } from '../validate.js';
 
@@ -201,8 +201,10 @@ export class ConvModule extends Module implements UnaryModule {
       if (this.training) {
         const [n, , h, w] = y.shape as [number, number, number, number];
         // PyTorch refuses batch statistics of a single value per channel (the unbiased running variance would divide
-        // by zero); this happens e.g. to the 1×1 pyramid-pooling branch with batch size 1.
-        if (n * h * w === 1) {
+        // by zero); this happens e.g. to the 1×1 pyramid-pooling branch with batch size 1. A SyncBatchNorm2d in a
+        // process group counts the values of all ranks (and checks that count itself).
+        const synced = this.bn instanceof SyncBatchNorm2d && this.bn.pg !== null && !this.bn.pg.destroyed;
+        if (n * h * w === 1 && !synced) {
           throw new Error(`ConvModule: BatchNorm in training mode needs more than 1 value per channel, got input ` +
             `[${y.shape.join(', ')}] (use a batch of at least 2, or eval())`);
         }

@@ -7,8 +7,8 @@
  * Data-parallel (`dist` with a world size above 1, one process per rank, started by `vit-adapter train --nproc N`
  * or by hand with torchrun's environment variables): the process group is created here (Gloo on CPU, NCCL on CUDA),
  * the ranks check that they run the same job, batch norms become {@link SyncBatchNorm2d} where the config says
- * `SyncBN` (the heads' `norm_cfg`) and in the adapter's spatial prior module (the authors' code hard-codes
- * `nn.SyncBatchNorm` there), `--batch` is per process (global batch = batch × world size), each rank draws its shard of
+ * `SyncBN` (the heads' `norm_cfg`) and in the backbone (the authors' adapter hard-codes `nn.SyncBatchNorm` in the
+ * spatial prior module and the output norms `norm1..4`), `--batch` is per process (global batch = batch × world size), each rank draws its shard of
  * every global batch, gradients are averaged by {@link DistributedDataParallel}, and evaluation is sharded over the
  * ranks (image i on rank i mod W) with the per-class pixel counts gathered and summed, so the metrics equal a
  * single-process evaluation.
@@ -174,7 +174,8 @@ export const DEFAULT_DIST_TIMEOUT_MS = 300_000;
 
 /**
  * The modules whose batch norms a data-parallel run synchronises: the heads whose `norm_cfg` is `SyncBN`, and the
- * backbone's spatial prior module (ViT-Adapter / BEiT-Adapter: the authors build it with `nn.SyncBatchNorm`).
+ * backbone (ViT-Adapter / BEiT-Adapter: the authors build the spatial prior module's and the output norms
+ * `norm1..norm4` with `nn.SyncBatchNorm`; the plain ViTs have no batch norm).
  */
 export function syncBnTargets(model: EncoderDecoder, config: SegConfig): { name: string; module: Module }[] {
   const out: { name: string; module: Module }[] = [];
@@ -182,8 +183,7 @@ export function syncBnTargets(model: EncoderDecoder, config: SegConfig): { name:
     const n = (h as { norm_cfg?: { type?: string } | null } | null)?.norm_cfg;
     return Boolean(n && n.type === 'SyncBN');
   };
-  const spm = (model.backbone as unknown as { spm?: Module }).spm;
-  if (spm) out.push({ name: 'backbone.spm', module: spm });
+  out.push({ name: 'backbone', module: model.backbone as unknown as Module });
   if (isSync(config.model.decode_head)) out.push({ name: 'decode_head', module: model.decode_head as unknown as Module });
   const aux = config.model.auxiliary_head;
   const auxMod = model.auxiliary_head as unknown as Module | null;

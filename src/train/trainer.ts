@@ -366,8 +366,12 @@ export function rankSeed(seed: number, iteration: number, rank: number): number 
 /** A failed collective: rethrown with this rank, the lost rank (when known), the iteration and the last checkpoint. */
 function distFailure(e: unknown, rank: number, iter: number, lastCkpt: string | null): Error {
   const err = e as Error & { rank?: number };
-  if (!(err instanceof Error) || err.name !== 'DistError') return err as Error;
-  const lost = typeof err.rank === 'number' ? `lost rank ${err.rank}` : 'lost contact with another rank';
+  if (!(err instanceof Error)) return err as Error;
+  // a DistError, or a collective that failed inside autograd's backward (SyncBatchNorm), which arrives as a plain Error
+  const m = /lost rank (\d+)/.exec(err.message);
+  if (err.name !== 'DistError' && !m) return err;
+  const lostRank = typeof err.rank === 'number' ? err.rank : m ? Number(m[1]) : null;
+  const lost = lostRank !== null ? `lost rank ${lostRank}` : 'lost contact with another rank';
   const out = new Error(`rank ${rank}: ${lost} during iteration ${iter + 1}: ${err.message}; ` +
     `the last complete checkpoint is ${lastCkpt ?? 'none'} (resume with --resume)`, { cause: err });
   out.name = 'DistError';

@@ -117,6 +117,13 @@ test('bad input: mismatched world size, a rank that never joins, a port in use, 
     assert.equal(m0!.code, 1);
     assert.equal(m1!.code, 1);
     assert.match(mismatch[0]!.err(), /mismatched world size: rank 0 was started with worldSize 2, rank 1 with 3/);
+    // ranks started with different jobs (here another --iters): refused on every rank, naming the rank
+    port = await freePort();
+    const other = [worker(args, env(0, 2)), worker([...args, '--iters', '5'], env(1, 2))];
+    procs.push(...other.map((w) => w.proc));
+    const [o0, o1] = await Promise.all(other.map((w) => w.done));
+    assert.deepEqual([o0!.code, o1!.code], [1, 1]);
+    for (const w of other) assert.match(w.err(), /rank 1 runs another job than rank 0: resume_key, max_iters differ/);
     port = await freePort();
     const alone = worker(args, env(0, 2));
     procs.push(alone.proc);

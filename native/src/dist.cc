@@ -467,7 +467,7 @@ std::vector<at::Tensor> DistAllGather(int64_t id, at::Tensor t) {
   for (int r = 0; r < g->size; ++r) {
     auto c = sigs[r].cpu();
     std::vector<int64_t> other(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + 18);
-    TORCH_CHECK(other == sig, "allGather: tensors differ between ranks: rank ", g->rank, " has ", Describe(sig),
+    TORCH_CHECK(other == sig, "tensors differ between ranks: rank ", g->rank, " has ", Describe(sig),
                 ", rank ", r, " has ", Describe(other));
   }
   return RawAllGather(*g, t.detach(), "allGather");

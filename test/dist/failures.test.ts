@@ -68,3 +68,14 @@ test('a peer that hangs: the survivor gets a DistError naming rank 1 after the t
   const ms = rs[0]!.result!.ms as number;
   assert.ok(ms >= 1500 && ms < 6000, `failed after ${ms} ms with a 2000 ms timeout (the peer hung for 7000 ms)`);
 });
+
+test('three ranks, one dies: both survivors name it (they find it missing from the store)', { skip }, async () => {
+  const rs = await runRanks('lose3', { worldSize: 3, args: { how: 'exit', timeoutMs: 4000 }, limitMs: 30_000 });
+  assert.equal(rs[2]!.code, 5, describe(rs));
+  for (const r of rs.slice(0, 2)) {
+    const e = errOf(r);
+    assert.ok(e?.isDistError, describe(rs));
+    assert.equal(e.rank, 2);
+    assert.match(e.message, new RegExp(`failed on rank ${r.rank} of 3: lost rank 2 `));
+  }
+});

@@ -109,6 +109,24 @@ const scenarios: Record<string, () => Record<string, unknown>> = {
     }
   },
 
+  /** Three ranks: rank 2 dies (exit) or hangs; ranks 0 and 1 must both name it. */
+  lose3() {
+    const pg = init(Number(args.timeoutMs ?? 20_000));
+    pg.barrier();
+    if (rank === 2) {
+      if (args.how === 'exit') process.exit(5);
+      sleepMs(Number(args.hangMs ?? 12_000));
+      return { hung: true };
+    }
+    const t0 = Date.now();
+    try {
+      for (let i = 0; i < 3; i++) pg.allReduce([zeros([1000])]);
+      return { ok: true };
+    } catch (e) {
+      return { error: errorInfo(e), ms: Date.now() - t0 };
+    }
+  },
+
   syncbn() {
     const pg = init();
     const k = syncBnCase();

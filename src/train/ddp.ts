@@ -101,11 +101,12 @@ export class DistributedDataParallel {
     const all = pg.allGatherObject(signature);
     for (let r = 0; r < all.length; r++) {
       const other = all[r]!;
-      if (other.length !== signature.length || other.some((s, i) => s !== signature[i])) {
-        const i = other.findIndex((s, k) => s !== signature[k]);
-        const detail = i >= 0 ? `first difference: rank ${pg.rank} has ${signature[i] ?? '(nothing)'}, rank ${r} has ${other[i]}`
-          : `rank ${pg.rank} has ${signature.length} entries, rank ${r} has ${other.length}`;
-        throw new DistError(`DistributedDataParallel: the model differs between ranks (${detail})`, r);
+      const n = Math.max(other.length, signature.length);
+      const i = Array.from({ length: n }, (_, k) => k).find((k) => other[k] !== signature[k]);
+      if (i !== undefined) {
+        throw new DistError(`DistributedDataParallel: the model differs between ranks: rank ${pg.rank} has ` +
+          `${signature.length} parameters and buffers, rank ${r} has ${other.length}; first difference at entry ${i}: ` +
+          `rank ${pg.rank} has ${signature[i] ?? 'nothing'}, rank ${r} has ${other[i] ?? 'nothing'}`, r);
       }
     }
     noGrad(() => {

@@ -94,3 +94,15 @@ test('DDP without findUnusedParameters: an unused parameter is a clear error on 
     assert.equal(grads['never.weight'], null, 'no zero gradient left behind');
   }
 });
+
+test('DDP construction: rank 0 buffers are broadcast (and by syncBuffers), a model that differs between ranks is refused', { skip }, async () => {
+  const rs = await runRanks('ddpInit', { worldSize: 2, limitMs: 20_000 });
+  for (const r of rs) {
+    assert.ok(r.code === 0 && r.result && !r.result.error, describe(rs));
+    assert.deepEqual(r.result!.afterInit, { mean: [1, 1], tracked: [3] });
+    assert.deepEqual(r.result!.afterSync, [5, 5]);
+    const e = r.result!.mismatch as { message: string; isDistError: boolean };
+    assert.ok(e.isDistError, describe(rs));
+    assert.match(e.message, /the model differs between ranks: rank \d has (4|8) parameters and buffers, rank \d has (4|8); first difference at entry 4: rank \d has (nothing|extra\.weight:float64\[3,3\]), rank \d has (nothing|extra\.weight:float64\[3,3\])/);
+  }
+});

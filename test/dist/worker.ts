@@ -149,6 +149,29 @@ const scenarios: Record<string, () => Record<string, unknown>> = {
     };
   },
 
+  /** DDP construction: rank 0's buffers win (and again after syncBuffers); a model that differs between ranks is refused. */
+  ddpInit() {
+    const pg = init();
+    const out: Record<string, unknown> = {};
+    const seq = new Sequential(new BatchNorm2d(2)).to('float64');
+    const bn = seq.layers[0] as BatchNorm2d;
+    noGrad(() => { bn.running_mean!.fill_(rank + 1); bn.num_batches_tracked!.fill_(10 * rank + 3); });
+    const ddp = new DistributedDataParallel(seq, pg);
+    out.afterInit = { mean: vals(bn.running_mean!), tracked: vals(bn.num_batches_tracked!) };
+    noGrad(() => bn.running_var!.fill_(rank + 5));
+    ddp.syncBuffers();
+    out.afterSync = vals(bn.running_var!);
+    try {
+      new DistributedDataParallel(makeNet(11, rank === 1), pg);
+      out.mismatch = 'accepted';
+    } catch (e) {
+      out.mismatch = errorInfo(e);
+    }
+    pg.barrier();
+    pg.destroy();
+    return out;
+  },
+
   ddp() {
     const pg = init(Number(args.timeoutMs ?? 20_000));
     const mode = String(args.mode);

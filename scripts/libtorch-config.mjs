@@ -29,6 +29,9 @@ function fromPython() {
       const found = fromFolder(dir, `python torch (${py}): ${dir}`);
       // pip wheels before torch 2.7 use the pre-C++11 std::string ABI: the addon must match
       if (found && abi === '0') found.cxx11Abi = false;
+      // CUDA wheels keep nccl.h in the nvidia-nccl wheel next to torch: the addon's NCCL process groups need it.
+      const nccl = join(dirname(dir), 'nvidia/nccl/include');
+      if (found && existsSync(join(nccl, 'nccl.h'))) found.includeDirs.push(nccl);
       if (found) return found;
     } catch { /* no torch for this interpreter */ }
   }

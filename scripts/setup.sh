@@ -16,6 +16,10 @@ fi
 if { [ -z "${LIBTORCH:-}" ] || [ -e /usr/include/torch ]; } && ! have_pkg libopenblas0-openmp; then
   need_pkgs+=(libopenblas0-openmp)
 fi
+# Gloo's headers (Debian's libtorch has ProcessGroupGloo but not gloo/*.h): distributed training over Gloo.
+if { [ -z "${LIBTORCH:-}" ] || [ -e /usr/include/torch ]; } && ! have_pkg libgloo-dev; then
+  need_pkgs+=(libgloo-dev)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     log "missing ${need_pkgs[*]} and no apt-get: install libtorch yourself and set LIBTORCH"; exit 1

@@ -467,7 +467,7 @@ std::vector<at::Tensor> DistAllGather(int64_t id, at::Tensor t) {
   for (int r = 0; r < g->size; ++r) {
     auto c = sigs[r].cpu();
     std::vector<int64_t> other(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + 18);
-    TORCH_CHECK(other == sig, "allGather: tensors differ between ranks: rank ", g->rank, " has ", Describe(sig),
+    TORCH_CHECK(other == sig, "tensors differ between ranks: rank ", g->rank, " has ", Describe(sig),
                 ", rank ", r, " has ", Describe(other));
   }
   return RawAllGather(*g, t.detach(), "allGather");
@@ -536,6 +536,7 @@ struct Bucket {
   size_t pending = 0;
   bool launched = false;
   bool inBackward = false;
+  Clock::time_point launchedAt;
   c10::intrusive_ptr<c10d::Work> work;
 };
 
@@ -576,6 +577,7 @@ struct Ddp {
     b.work = Launch(g, "DistributedDataParallel all-reduce", [&]() { return g.pg->allreduce(buf, o); });
     b.launched = true;
     b.inBackward = !finishing;
+    b.launchedAt = Clock::now();
   }
 
   // Buckets start strictly in order on every rank, so that the ranks' collectives match.
@@ -620,7 +622,7 @@ int64_t DdpNew(int64_t groupId, std::vector<at::Tensor> params, int64_t capBytes
   d->ready.assign(n, 0);
   d->zeroFilled.assign(n, 0);
   // Buckets over the parameters in reverse order (gradients of the last layers are ready first), one open bucket per
-  // dtype/device, closed when it reaches the cap.
+  // dtype/device, closed when it reaches the cap (1 MiB for the first).
   std::vector<std::pair<std::pair<at::ScalarType, at::Device>, size_t>> open;  // key -> bucket index
   for (size_t j = n; j-- > 0;) {
     const at::Tensor& p = params[j];
@@ -643,7 +645,13 @@ int64_t DdpNew(int64_t groupId, std::vector<at::Tensor> params, int64_t capBytes
     b.offsets.push_back(b.numel);
     b.numel += p.numel();
     d->bucketOf[j] = bi;
-    if (b.numel * static_cast<int64_t>(p.element_size()) >= capBytes) open.erase(it);
+    // As torch's DDP, the first bucket of each dtype/device holds at most 1 MiB, so that communication starts early.
+    const bool first = bi == std::find_if(d->buckets.begin(), d->buckets.end(), [&](const Bucket& o) {
+                                  const at::Tensor& q = params[o.params[0]];
+                                  return q.scalar_type() == key.first && q.device() == key.second;
+                                }) - d->buckets.begin();
+    const int64_t cap = first ? std::min<int64_t>(capBytes, int64_t(1) << 20) : capBytes;
+    if (b.numel * static_cast<int64_t>(p.element_size()) >= cap) open.erase(it);
   }
   for (auto& b : d->buckets) {
     const at::Tensor& p = params[b.params[0]];
@@ -693,7 +701,10 @@ void DdpPrepare(int64_t id, bool sync) {
   }
 }
 
-// Returns [collective ms, buckets, buckets started during backward, bytes], or [] when not a synchronising step.
+// Returns [ms blocked in finish, buckets, overlapped buckets, bytes, overlap ms], or [] when not a synchronising step.
+// A bucket counts as overlapped when it started during backward and is not the last bucket (the last one starts with
+// the last gradients, when nothing is left to overlap with); overlap ms runs from the first bucket's start during
+// backward to the call of finish.
 std::vector<double> DdpFinish(int64_t id) {
   auto d = GetDdp(id);
   std::unique_lock<std::mutex> lock(d->mu);
@@ -737,8 +748,13 @@ std::vector<double> DdpFinish(int64_t id) {
     usedAll = buf[0].cpu().contiguous();
   }
   double bytes = 0;
-  int64_t inBackward = 0;
-  for (auto& b : d->buckets) {
+  int64_t overlapped = 0;
+  double overlapMs = 0;
+  if (!d->buckets.empty() && d->buckets[0].inBackward) {
+    overlapMs = std::chrono::duration<double, std::milli>(t0 - d->buckets[0].launchedAt).count();
+  }
+  for (size_t bi = 0; bi < d->buckets.size(); ++bi) {
+    Bucket& b = d->buckets[bi];
     Wait(*g, b.work, "DistributedDataParallel all-reduce");
     b.work.reset();
     b.flat.div_(g->size);
@@ -747,7 +763,7 @@ std::vector<double> DdpFinish(int64_t id) {
       p.mutable_grad().copy_(b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes()));
     }
     bytes += static_cast<double>(b.numel) * static_cast<double>(b.flat.element_size());
-    if (b.inBackward) ++inBackward;
+    if (b.inBackward && bi + 1 < d->buckets.size()) ++overlapped;
   }
   // Parameters no rank used keep their gradient untouched (a zero-filled one becomes undefined again), as torch.
   for (size_t i = 0; i < n; ++i) {
@@ -762,7 +778,7 @@ std::vector<double> DdpFinish(int64_t id) {
     os << "] received no gradient in this step (findUnusedParameters is off)";
     TORCH_CHECK(false, os.str());
   }
-  return {ms, static_cast<double>(d->buckets.size()), static_cast<double>(inBackward), bytes};
+  return {ms, static_cast<double>(d->buckets.size()), static_cast<double>(overlapped), bytes, overlapMs};
 }
 
 void DdpFree(int64_t id) {

@@ -22,7 +22,7 @@ export class SyncBatchNorm2d extends BatchNorm2d {
 
   override forward(x: Tensor): Tensor {
     const pg = this.pg;
-    if (!this.training || pg === null || pg.destroyed) return super.forward(x);
+    if (!this.training || pg === null) return super.forward(x);
     if (x.ndim !== 4) throw new Error(`SyncBatchNorm2d: expected N×C×H×W input, got [${x.shape}]`);
     const c = this.numFeatures;
     if (x.shape[1] !== c) throw new Error(`SyncBatchNorm2d: expected ${c} channels, got input [${x.shape}]`);

@@ -3,10 +3,11 @@
  * - the constructor broadcasts parameters and buffers from rank 0, after checking that every rank has the same
  *   parameter names and shapes;
  * - gradients are averaged over ranks in buckets (parameters in reverse registration order, about `bucketCapMb` each,
- *   one flat buffer and one all-reduce per bucket). The addon hooks each parameter's gradient accumulator: a bucket's
- *   all-reduce starts, asynchronously on the process group's threads, as soon as all of its gradients were accumulated
- *   during backward (buckets start in the same order on every rank), overlapping communication with the rest of the
- *   backward pass. {@link DistributedDataParallel.finishBackward} starts what is left and waits;
+ *   the first at most 1 MiB; one flat buffer and one all-reduce per bucket). The addon hooks each parameter's
+ *   gradient accumulator: a bucket's all-reduce starts, asynchronously on the process group's threads, as soon as all
+ *   of its gradients were accumulated during backward (buckets start in the same order on every rank), overlapping
+ *   communication with the rest of the backward pass. {@link DistributedDataParallel.finishBackward} starts what is
+ *   left and waits;
  * - parameters that received no gradient (`findUnusedParameters`) are reduced as zeros, so every rank reduces the
  *   same buckets; a parameter unused on every rank keeps its gradient untouched (null stays null), as torch;
  * - gradient accumulation: `prepareBackward(false)` on non-final micro-steps runs no collective at all.
@@ -20,7 +21,7 @@ import type { Module } from '../nn/index.js';
 
 /** Options of {@link DistributedDataParallel}. */
 export interface DdpOptions {
-  /** Bucket size in MiB (default 25, as torch). */
+  /** Bucket size in MiB (default 25, as torch; the first bucket holds at most 1 MiB, as torch's). */
   bucketCapMb?: number;
   /** Reduce zeros for parameters that got no gradient in a step instead of failing (default false). */
   findUnusedParameters?: boolean;
@@ -34,12 +35,17 @@ export interface DdpStats {
   collectiveMs: number;
   /** Number of buckets. */
   buckets: number;
-  /** Whether at least one bucket's all-reduce started during backward (communication overlapped with compute). */
+  /**
+   * Whether communication overlapped with backward: some bucket other than the last one (which starts with the last
+   * gradients) started its all-reduce during backward.
+   */
   overlapped: boolean;
   /** Bytes all-reduced per synchronising step (gradient buckets). */
   bytes: number;
-  /** Buckets whose all-reduce started during backward in the last synchronising step. */
+  /** Buckets (other than the last) whose all-reduce started during backward in the last synchronising step. */
   overlappedBuckets: number;
+  /** Milliseconds from the first bucket's start during backward to the call of `finishBackward` (0 if none). */
+  overlapMs: number;
   /** Sum of `collectiveMs` over all synchronising steps. */
   totalCollectiveMs: number;
   /** Number of synchronising steps so far. */
@@ -95,11 +101,12 @@ export class DistributedDataParallel {
     const all = pg.allGatherObject(signature);
     for (let r = 0; r < all.length; r++) {
       const other = all[r]!;
-      if (other.length !== signature.length || other.some((s, i) => s !== signature[i])) {
-        const i = other.findIndex((s, k) => s !== signature[k]);
-        const detail = i >= 0 ? `first difference: rank ${pg.rank} has ${signature[i] ?? '(nothing)'}, rank ${r} has ${other[i]}`
-          : `rank ${pg.rank} has ${signature.length} entries, rank ${r} has ${other.length}`;
-        throw new DistError(`DistributedDataParallel: the model differs between ranks (${detail})`, r);
+      const n = Math.max(other.length, signature.length);
+      const i = Array.from({ length: n }, (_, k) => k).find((k) => other[k] !== signature[k]);
+      if (i !== undefined) {
+        throw new DistError(`DistributedDataParallel: the model differs between ranks: rank ${pg.rank} has ` +
+          `${signature.length} parameters and buffers, rank ${r} has ${other.length}; first difference at entry ${i}: ` +
+          `rank ${pg.rank} has ${signature[i] ?? 'nothing'}, rank ${r} has ${other[i] ?? 'nothing'}`, r);
       }
     }
     noGrad(() => {
@@ -109,7 +116,7 @@ export class DistributedDataParallel {
     const capBytes = Math.max(1, Math.round(bucketCapMb * 1024 * 1024));
     this.id = distCall('constructor', () =>
       ddpOp('new').call([pg.nativeId, this.params.map((p) => p.handle), capBytes, this.options.findUnusedParameters]) as number);
-    this.last = { collectiveMs: 0, buckets: this.bucketSizes().length, overlapped: false, bytes: 0, overlappedBuckets: 0, totalCollectiveMs: 0, syncSteps: 0 };
+    this.last = { collectiveMs: 0, buckets: this.bucketSizes().length, overlapped: false, bytes: 0, overlappedBuckets: 0, overlapMs: 0, totalCollectiveMs: 0, syncSteps: 0 };
   }
 
   private get nativeId(): number {
@@ -155,9 +162,9 @@ export class DistributedDataParallel {
       throw e;
     }
     if (r.length === 0) return;  // not a synchronising step
-    const [ms, buckets, overlappedBuckets, bytes] = r as [number, number, number, number];
+    const [ms, buckets, overlappedBuckets, bytes, overlapMs] = r as [number, number, number, number, number];
     this.last = {
-      collectiveMs: ms, buckets, overlapped: overlappedBuckets > 0, bytes, overlappedBuckets,
+      collectiveMs: ms, buckets, overlapped: overlappedBuckets > 0, bytes, overlappedBuckets, overlapMs,
       totalCollectiveMs: this.last.totalCollectiveMs + ms, syncSteps: this.last.syncSteps + 1,
     };
   }

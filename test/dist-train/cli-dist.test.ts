@@ -199,3 +199,34 @@ test('the issue\'s smoke test: synth 8 scenes, train --nproc 2 --iters 4 --batch
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Ctrl-C to the launcher: every worker stops after the same iteration, one checkpoint there, exit 130', { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ddp-int-'));
+  try {
+    const data = await tinyDataset(dir, 8);
+    const cfg = writeTinyTrainConfig(dir, 'long', { max_iters: 200, checkpoint_interval: 100 });
+    const workDir = join(dir, 'w');
+    const launcher = worker(['train', '--config', cfg, '--data', data, '--work-dir', workDir, '--nproc', '2', '--json'], {});
+    try {
+      const log = join(workDir, 'log.jsonl');
+      const t0 = Date.now();
+      while (!(existsSync(log) && readFileSync(log, 'utf8').includes('"iter":2,')) && Date.now() - t0 < 60_000) await sleep(100);
+      launcher.proc.kill('SIGINT');
+      const r = await launcher.done;
+      assert.equal(r.code, 130, launcher.err());
+      const j = JSON.parse(launcher.out()) as { iterations: number; interrupted: boolean; world_size: number; checkpoint: string };
+      assert.equal(j.interrupted, true);
+      assert.equal(j.world_size, 2);
+      assert.ok(j.iterations >= 2 && j.iterations < 200);
+      assert.deepEqual(listCheckpoints(workDir).map((c) => c.iteration), [j.iterations], 'one checkpoint, at the iteration where both stopped');
+      assert.match(launcher.err(), /interrupted: the workers saved a checkpoint and stopped/);
+      const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; iter?: number });
+      assert.equal(events.at(-1)!.event, 'interrupted');
+      assert.equal(events.at(-1)!.iter, j.iterations);
+    } finally {
+      if (launcher.proc.exitCode === null) launcher.proc.kill('SIGKILL');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -80,3 +80,22 @@ test('data-parallel equivalence (float64): 2 processes × batch 1 = 1 process ×
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('data-parallel equivalence with gradient accumulation (float64): 2 processes × 1 × accumulate 2 = 1 process × 2 × accumulate 2', { skip: distAvailable().gloo ? false : 'the addon has no Gloo process groups' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ddp-acc-'));
+  try {
+    const data = await tinyDataset(dir, 10);
+    // 3 iterations of 2 micro-batches: the non-final micro-batch runs no collective, the final one averages the sum
+    const overrides = exactOverrides({ max_iters: 3, checkpoint_interval: 3, optimizer_config: { grad_clip: null, cumulative_iters: 2 } });
+    const a = await trainSegmentor({
+      config: loadConfig('upernet_vit_adapter_synth', overrides), dataRoot: data, workDir: join(dir, 'a'), batch: 2, dtype: 'float64',
+      seed: 5, workers: 0, handleSignals: false,
+    });
+    assert.equal(a.iterations, 3);
+    await launch2({ overrides, data, dtype: 'float64', seed: 5, workDir: join(dir, 'b'), batch: 1 });
+    const d = maxAbsDiff(modelTensors(join(dir, 'a', checkpointName(3))), modelTensors(join(dir, 'b', checkpointName(3))));
+    assert.ok(d.max <= TOL, `with accumulation 2×1 differs from 1×2 by ${d.max} (${d.key})`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

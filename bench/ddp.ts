@@ -14,9 +14,16 @@
  * all-reduces (`finishBackward`; buckets launched during backward overlap with it and are not counted) and their
  * share of the step. SyncBatchNorm's all-reduces run inside forward/backward and are part of the step time.
  *
+ * A third run separates the machine from the communication: N independent single-process runs at the same time
+ * (no process group). Their combined images/s is what N processes can do on this machine without talking to each
+ * other; `ddp_vs_independent` = thr_N(DDP) / thr_N(independent) is the share kept with gradient all-reduces, SyncBN
+ * statistics and the per-step lockstep (each collective waits for the slowest rank), and
+ * `independent_vs_one` = thr_N(independent) / (N · thr_1) what the cores (and the other load) allow. Skip it with
+ * `--no-independent`.
+ *
  * On a CPU machine N processes × 1 thread need N free cores (this project's CI machine has 2: 2 × 1 uses both).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +32,7 @@ import { writeSyntheticSplits } from '../src/tasks/segmentation/synth-splits.js'
 import { intArg, loadEndLine, machineLine, parseFlags, reporters } from './common.js';
 
 const USAGE = 'node dist/bench/ddp.js [--nproc 2] [--batch 2] [--iters 8] [--warmup 2] [--count 16] [--threads 1] ' +
-  '[--device cpu|cuda] [--backend gloo|nccl] [--json]';
+  '[--device cpu|cuda] [--backend gloo|nccl] [--no-independent] [--json]';
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
 interface Options {
@@ -37,11 +44,12 @@ interface Options {
   threads: number;
   device: 'cpu' | 'cuda';
   backend: 'gloo' | 'nccl' | null;
+  independent: boolean;
   json: boolean;
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { nproc: 2, batch: 2, iters: 8, warmup: 2, count: 16, threads: 1, device: 'cpu', backend: null, json: false };
+  const o: Options = { nproc: 2, batch: 2, iters: 8, warmup: 2, count: 16, threads: 1, device: 'cpu', backend: null, independent: true, json: false };
   parseFlags(argv, USAGE, (flag, val) => {
     switch (flag) {
       case '--nproc': o.nproc = intArg(flag, val(), 2); return true;
@@ -63,6 +71,7 @@ function parse(argv: string[]): Options {
         return true;
       }
       case '--json': o.json = true; return true;
+      case '--no-independent': o.independent = false; return true;
       default: return false;
     }
   });
@@ -86,10 +95,35 @@ interface RunFigures {
   wall_s: number;
 }
 
-function run(o: Options, data: string, workDir: string, nproc: number): RunFigures {
-  const args = [BIN, 'train', '--config', 'upernet_vit_adapter_synth', '--data', data, '--work-dir', workDir, '--iters', String(o.iters),
+function trainArgs(o: Options, data: string, workDir: string): string[] {
+  return [BIN, 'train', '--config', 'upernet_vit_adapter_synth', '--data', data, '--work-dir', workDir, '--iters', String(o.iters),
     '--batch', String(o.batch), '--threads', String(o.threads), '--workers', '0', '--eval-interval', '0',
     '--checkpoint-interval', String(o.iters), '--device', o.device, '--json'];
+}
+
+/** Mean wall time of the timed iterations in a work dir's log (seconds). */
+function stepTime(o: Options, workDir: string): number {
+  const iters = readFileSync(join(workDir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; iter?: number; time?: number })
+    .filter((l) => l.event === 'iter');
+  const timed = iters.filter((l) => l.iter! > o.warmup).map((l) => l.time!);
+  return timed.reduce((a, b) => a + b, 0) / timed.length;
+}
+
+/** N single-process runs at once (no process group): their combined images/s. */
+async function independent(o: Options, data: string, dir: string, n: number): Promise<{ images_per_s: number; step_s: number[] }> {
+  const dirs = Array.from({ length: n }, (_, i) => join(dir, `ind${i}`));
+  await Promise.all(dirs.map((d, i) => new Promise<void>((res, rej) => {
+    const p = spawn(process.execPath, trainArgs(o, data, d), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } });
+    let err = '';
+    p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    p.on('exit', (code) => (code === 0 ? res() : rej(new Error(`independent run ${i} failed (exit ${code}):\n${err}`))));
+  })));
+  const steps = dirs.map((d) => stepTime(o, d));
+  return { images_per_s: steps.reduce((a, s) => a + o.batch / s, 0), step_s: steps };
+}
+
+function run(o: Options, data: string, workDir: string, nproc: number): RunFigures {
+  const args = trainArgs(o, data, workDir);
   if (nproc > 1) args.push('--nproc', String(nproc), ...(o.backend ? ['--dist-backend', o.backend] : []));
   const t0 = performance.now();
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -97,10 +131,7 @@ function run(o: Options, data: string, workDir: string, nproc: number): RunFigur
   if (r.status !== 0) throw new Error(`${nproc}-process run failed (exit ${r.status}):\n${r.stderr}`);
   const summary = JSON.parse(r.stdout) as { world_size: number; dist: { collective_ms: number; buckets: number; overlapped: boolean; bytes: number; global_batch: number } | null };
   if (summary.world_size !== nproc) throw new Error(`expected world_size ${nproc}, the run reports ${summary.world_size}`);
-  const iters = readFileSync(join(workDir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; iter?: number; time?: number })
-    .filter((l) => l.event === 'iter');
-  const timed = iters.filter((l) => l.iter! > o.warmup).map((l) => l.time!);
-  const step = timed.reduce((a, b) => a + b, 0) / timed.length;
+  const step = stepTime(o, workDir);
   const G = o.batch * nproc;
   const d = summary.dist;
   const collPerIter = d ? d.collective_ms / o.iters : null;
@@ -128,6 +159,13 @@ async function main(): Promise<void> {
     const efficiency = many.images_per_s / (o.nproc * one.images_per_s);
     log(`  ${o.nproc} processes: ${many.images_per_s.toFixed(2)} images/s (step ${(many.step_s * 1000).toFixed(0)} ms, global batch ${many.global_batch})`);
     log(`  scaling efficiency thr${o.nproc} / (${o.nproc}·thr1) = ${efficiency.toFixed(3)}`);
+    let ind: { images_per_s: number; step_s: number[] } | null = null;
+    if (o.independent && o.device === 'cpu') {
+      ind = await independent(o, data, dir, o.nproc);
+      log(`  ${o.nproc} independent single-process runs at once: ${ind.images_per_s.toFixed(2)} images/s together ` +
+        `(steps ${ind.step_s.map((s) => (s * 1000).toFixed(0)).join(', ')} ms): DDP keeps ${(many.images_per_s / ind.images_per_s).toFixed(3)} of it; ` +
+        `the machine allows ${(ind.images_per_s / (o.nproc * one.images_per_s)).toFixed(3)} of ${o.nproc}·thr1`);
+    }
     log(`  gradient all-reduce wait ${many.collective_ms_per_iter!.toFixed(1)} ms/iteration = ${(many.collective_share! * 100).toFixed(1)}% of the step ` +
       `(${many.buckets} bucket(s), ${(many.gradient_bytes! / 1e6).toFixed(2)} MB, ${many.overlapped ? 'launched during backward (overlapped)' : 'after backward'})`);
     const load1 = loadavg();
@@ -135,7 +173,9 @@ async function main(): Promise<void> {
     if (o.json) {
       console.log(JSON.stringify({
         bench: 'ddp', config: 'upernet_vit_adapter_synth', options: o, cpus: availableParallelism(), load_start: load0, load_end: load1,
-        one, many, scaling_efficiency: efficiency,
+        one, many, scaling_efficiency: efficiency, independent: ind,
+        ddp_vs_independent: ind ? many.images_per_s / ind.images_per_s : null,
+        independent_vs_one: ind ? ind.images_per_s / (o.nproc * one.images_per_s) : null,
       }));
     }
   } finally {

@@ -52,7 +52,10 @@ export interface TrainRecipe {
   lr_config: LrConfig;
   /** `runner.max_iters`. */
   max_iters: number;
-  /** Images per iteration on one device (`samples_per_gpu` × GPUs for the authors' 8-GPU runs: see `source`). */
+  /**
+   * Images per iteration on one device (`samples_per_gpu` × GPUs for the authors' 8-GPU runs: see `source`); in a
+   * data-parallel run, per process (an iteration takes `samples_per_gpu` × world size images).
+   */
   samples_per_gpu: number;
   /** Data-loading workers. */
   workers_per_gpu: number;

@@ -341,7 +341,8 @@ async function trainOne(o: SegTrainOptions, pg: ProcessGroup | null): Promise<Se
       workers, workerUrl: new URL('./train-worker.js', import.meta.url), workerData: ctx, inProcess: segSampleFn(ctx),
     });
     const prefetcher = new Prefetcher(sampler, loader, {
-      prefetch: o.prefetch ?? Math.max(2, workers), skipBad: o.skipBadSamples ?? false, onWarn: msg,
+      // every rank reports its own skipped samples (the launcher prefixes the other ranks' lines)
+      prefetch: o.prefetch ?? Math.max(2, workers), skipBad: o.skipBadSamples ?? false, onWarn: o.onMessage ?? (() => {}),
     });
     return { prefetcher, close: () => loader.close() };
   };

@@ -102,6 +102,8 @@ export interface TrainerReducer {
    * reducer keeps it, `totalCollectiveMs` over all steps.
    */
   stats(): { collectiveMs: number; totalCollectiveMs?: number; buckets: number; overlapped: boolean; bytes: number };
+  /** Releases the gradient hooks (called when the loop ends). */
+  dispose?(): void;
 }
 
 /** Data-parallel settings of {@link runTraining}. */
@@ -371,8 +373,8 @@ function distFailure(e: unknown, rank: number, iter: number, lastCkpt: string | 
   const m = /lost rank (\d+)/.exec(err.message);
   if (err.name !== 'DistError' && !m) return err;
   const lostRank = typeof err.rank === 'number' ? err.rank : m ? Number(m[1]) : null;
-  const lost = lostRank !== null ? `lost rank ${lostRank}` : 'lost contact with another rank';
-  const out = new Error(`rank ${rank}: ${lost} during iteration ${iter + 1}: ${err.message}; ` +
+  const lost = lostRank !== null ? `lost rank ${lostRank} during` : 'a collective failed in';
+  const out = new Error(`rank ${rank}: ${lost} iteration ${iter + 1}: ${err.message}; ` +
     `the last complete checkpoint is ${lastCkpt ?? 'none'} (resume with --resume)`, { cause: err });
   out.name = 'DistError';
   return out;
@@ -544,6 +546,8 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
     if (handle) process.off('SIGINT', onSigint);
     await data?.close();
   }
+  const st = reducer?.stats() ?? null;
+  reducer?.dispose?.();
   if (savedAt !== iter && iter > start) {
     try {
       lastCkpt = saveCheckpoint(o, iter, samplerState, scaler);
@@ -555,8 +559,7 @@ export async function runTraining<T>(o: TrainerOptions<T>): Promise<TrainSummary
   const seconds = (performance.now() - t0) / 1000;
   const ran = iter - start;
   let dist: DistSummary | null = null;
-  if (reducer) {
-    const st = reducer.stats();
+  if (reducer && st) {
     collectiveMs = st.totalCollectiveMs ?? st.collectiveMs * ran;
     dist = {
       collective_ms: collectiveMs, collective_ms_per_iter: ran > 0 ? collectiveMs / ran : 0,

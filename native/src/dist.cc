@@ -15,7 +15,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
-#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/function_hook.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
@@ -599,6 +599,19 @@ struct Ddp {
   }
 };
 
+// Runs after a parameter's AccumulateGrad node (its .grad holds this backward's gradient). A FunctionPostHook of our
+// own: its interface is the same in libtorch 1.x and 2.x (LambdaPostHook's constructor is not).
+struct ReadyHook : public torch::autograd::FunctionPostHook {
+  std::weak_ptr<Ddp> ddp;
+  size_t index;
+  ReadyHook(std::weak_ptr<Ddp> d, size_t i) : ddp(std::move(d)), index(i) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    if (auto d = ddp.lock()) d->MarkReady(index);
+    return outputs;
+  }
+};
+
 std::mutex g_ddpMu;
 auto* g_ddps = new std::map<int64_t, std::shared_ptr<Ddp>>();
 int64_t g_nextDdp = 1;
@@ -661,11 +674,7 @@ int64_t DdpNew(int64_t groupId, std::vector<at::Tensor> params, int64_t capBytes
   for (size_t i = 0; i < n; ++i) {
     auto acc = torch::autograd::impl::grad_accumulator(params[i]);
     TORCH_CHECK(acc, "DistributedDataParallel: no gradient accumulator for parameter index ", i);
-    acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [weak, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
-          if (auto dd = weak.lock()) dd->MarkReady(i);
-          return outputs;
-        }));
+    acc->add_post_hook(std::make_unique<ReadyHook>(weak, i));
     d->accumulators.push_back(std::move(acc));
   }
   std::lock_guard<std::mutex> lock(g_ddpMu);

@@ -28,9 +28,10 @@ export class SyncBatchNorm2d extends BatchNorm2d {
     if (x.shape[1] !== c) throw new Error(`SyncBatchNorm2d: expected ${c} channels, got input [${x.shape}]`);
     if (this.num_batches_tracked) noGrad(() => this.num_batches_tracked!.add_(1));
     const [n, , h, w] = x.shape as [number, number, number, number];
-    // One collective: per-channel sums and sums of squares (float64, so E[x²] − E[x]² stays accurate) and the count.
-    const xd = x.dtype === 'float64' ? x : x.to('float64');
-    const local = cat([xd.sum([0, 2, 3]), xd.mul(xd).sum([0, 2, 3]), full([1], n * h * w, { dtype: 'float64', device: x.device })]);
+    // One collective: per-channel sums and sums of squares, accumulated in float64 (so E[x²] − E[x]² stays accurate;
+    // no float64 copy of the activation is kept for backward), and the count.
+    const local = cat([x.sum([0, 2, 3], false, 'float64'), x.mul(x).sum([0, 2, 3], false, 'float64'),
+      full([1], n * h * w, { dtype: 'float64', device: x.device })]);
     const global = pg.allReduceAutograd(local);
     const count = global.narrow(0, 2 * c, 1).item();
     if (count <= 1) {

@@ -185,3 +185,17 @@ await launchWorkers({ nproc: 1, args: [${JSON.stringify(script)}], onSpawn: (r, 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('workerArgs: the workers get the command line without the launcher options (values kept exactly, resume file last)', async () => {
+  const { parseArgs } = await import('../../src/cli/args.js');
+  const { trainCommand, workerArgs } = await import('../../src/cli/train.js');
+  const p = parseArgs(['--config', 'x.json', '--nproc', '2', '--master-port=29501', '--lr', '1e-7', '--data', '--weird dir', '--resume',
+    'ck/iter_2.safetensors', '--json', '--nnodes', '1', '--dist-timeout', '30'].map((a) => (a === '--weird dir' ? 'a b' : a)), trainCommand.options, 'train');
+  const args = workerArgs(p);
+  assert.deepEqual(args, ['train', '--config=x.json', '--lr=1e-7', '--data=a b', '--resume', '--json', '--dist-timeout=30', '--', 'ck/iter_2.safetensors']);
+  const back = parseArgs(args.slice(1), trainCommand.options, 'train');
+  assert.equal(back.options.lr, 1e-7);
+  assert.equal(back.options.data, 'a b');
+  assert.deepEqual(back.positionals, ['ck/iter_2.safetensors']);
+  for (const k of ['nproc', 'nnodes', 'master-port', 'master-addr', 'node-rank']) assert.equal(back.options[k], undefined);
+});

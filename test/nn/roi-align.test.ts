@@ -115,6 +115,37 @@ describe('native roi_align against the composition', { skip: skipNative }, () =>
     });
   }
 
+  test('the NCHW and channels-last CPU kernels give bit-identical outputs and gradients (float32, float64)', () => {
+    const saved = process.env.VITA_ROI_ALIGN_LAYOUT;
+    try {
+      for (const dtype of ['float32', 'float64'] as const) {
+        manualSeed(5);
+        const x = randn([2, 16, 20, 27], { dtype });
+        const rois = tensor(randomRois(60, 2, 20, 27, 1 / 8, 77), { dtype });
+        const g = randn([60, 16, 7, 7], { dtype });
+        const run = (layout: string): [number[], number[]] => {
+          process.env.VITA_ROI_ALIGN_LAYOUT = layout;
+          const xi = x.detach().requiresGrad_();
+          const y = roiAlign(xi, rois, { outputSize: 7, spatialScale: 1 / 8, impl: 'native' });
+          y.mul(g).sum().backward();
+          return [values(y), values(xi.grad!)];
+        };
+        const [ya, ga] = run('nchw');
+        const [yb, gb] = run('nhwc');
+        assert.deepEqual(yb, ya, `${dtype} forward`);
+        assert.deepEqual(gb, ga, `${dtype} gradient`);
+        const xc = x.detach().requiresGrad_();
+        const yc = roiAlign(xc, rois, { outputSize: 7, spatialScale: 1 / 8, impl: 'composition' });
+        yc.mul(g).sum().backward();
+        const tol = dtype === 'float64' ? 1e-13 : 2e-6;
+        assert.ok(relErr(ya, values(yc)) <= tol && relErr(ga, values(xc.grad!)) <= tol);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.VITA_ROI_ALIGN_LAYOUT;
+      else process.env.VITA_ROI_ALIGN_LAYOUT = saved;
+    }
+  });
+
   test('the float32 kernel reproduces the float32 composition sample for sample on an exact case', () => {
     // integer-valued map and RoIs whose sample weights are exact binary fractions: both sums are exact
     const x = ramp(6, 8, 'float32');

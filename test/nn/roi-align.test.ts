@@ -1,14 +1,19 @@
 /**
  * RoIAlign (src/nn/ops/roi-align.ts): hand-derived values, the native kernel against the tensor-op composition
  * (forward and gradients, float64 and float32), both against the Mask R-CNN fixture's RoI features
- * (../shared/fixtures/detection), and error handling.
+ * (../shared/fixtures/detection), error handling, and the CUDA kernels (det_cuda.cu) compiled with nvcc and run under
+ * the CPU emulation of native/test/cuda_emu (native/test/build-det-emu.sh).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Tensor, cat, fromBytes, op, randn, manualSeed, tensor, zeros } from '../../src/engine/index.js';
 import { readSafetensors } from '../../src/io/index.js';
 import { hasNativeRoIAlign, roiAlign, type RoIAlignOptions } from '../../src/nn/index.js';
-import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
+import { fixturePath, repoRoot, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { gradcheck } from '../helpers/gradcheck.js';
 import { assertClose, relErr, rng, values } from '../helpers/numeric.js';
 
@@ -282,5 +287,37 @@ test('RoI features of the Mask R-CNN fixture (proposals, mask RoIs, the hand-mad
         assert.ok(err <= tol, `${impl} ${dtype} ${c.name}: rel err ${err} > ${tol}`);
       }
     }
+  }
+});
+
+// ---- CUDA kernels (no GPU here): nvcc compilation and a CPU emulation run -------------------------------------
+
+function findNvcc(): string | null {
+  for (const c of [process.env.NVCC, '/usr/local/cuda/bin/nvcc', '/usr/local/bin/nvcc']) if (c && existsSync(c)) return c;
+  const r = spawnSync('sh', ['-c', 'command -v nvcc'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
+}
+
+test('det_cuda.cu compiles with nvcc (sm_80)', { skip: findNvcc() ? false : 'nvcc not installed', timeout: 300_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vita-det-nvcc-'));
+  try {
+    const r = spawnSync(findNvcc()!, ['-std=c++17', '-O2', '-c', join(repoRoot(), 'native/src/det_cuda.cu'), '-o', join(dir, 'det_cuda.o'),
+      '-gencode', 'arch=compute_80,code=sm_80'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `nvcc failed:\n${r.stderr}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('detection CUDA kernels under CPU emulation match the CPU operators (RoIAlign forward bit-identical, NMS identical)', { timeout: 600_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vita-det-emu-'));
+  try {
+    const r = spawnSync('bash', [join(repoRoot(), 'native/test/build-det-emu.sh')], { encoding: 'utf8', env: { ...process.env, OUT_DIR: dir } });
+    assert.equal(r.status, 0, `emulation test failed:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
+    assert.match(r.stdout, /detection CUDA emulation: all passed/);
+    const rows = r.stdout.split('\n').filter((l) => /^ {2}(roi_align|nms) /.test(l));
+    assert.ok(rows.length === 12 && rows.every((l) => l.trimEnd().endsWith('ok')), rows.join('\n'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -4,3 +4,4 @@ export * from './layers.js';
 export * as init from './init.js';
 export * from './serialization.js';
 export * from './sync-batchnorm.js';
+export * from './ops/index.js';

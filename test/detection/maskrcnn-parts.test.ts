@@ -154,6 +154,12 @@ test('MaskRCNN.simpleTest: image → detections in original-image pixels, masks 
         assert.equal(r.masks!.length, 0);
       }
     }));
+    // a model left in training mode is run in eval mode (the backbone's BatchNorms use running statistics) and restored
+    model.train();
+    const again = model.simpleTest(img, meta, { withMask: false });
+    assert.equal(model.training, true);
+    assert.deepEqual(Array.from(again.boxes), Array.from(det.boxes));
+    model.eval();
     // bad inputs
     assert.throws(() => model.simpleTest(img, { ...meta, padShape: [64, 128] }), /img is 64x96 but meta.padShape is 64x128/);
     assert.throws(() => model.simpleTest(img, { ...meta, scaleFactor: [1, 1, 1] as never }), /scaleFactor must be 4 positive numbers/);

@@ -9,6 +9,7 @@ import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from '
 import { installPipeGuard, print, warn } from './output.js';
 import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
+import { cocoCommands } from './coco.js';
 import { trainingCommands } from './train.js';
 
 interface Command {
@@ -132,6 +133,7 @@ const commands: Record<string, Command> = {
   },
   ...segmentationCommands,
   ...trainingCommands,
+  ...cocoCommands,
 };
 
 function help(): void {

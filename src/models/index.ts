@@ -2,3 +2,4 @@
 export * from './vit.js';
 export * from './adapter/index.js';
 export * from './heads/index.js';
+export * from './detectors/index.js';

@@ -3,3 +3,4 @@ export * from './module.js';
 export * from './layers.js';
 export * as init from './init.js';
 export * from './serialization.js';
+export * from './ops/index.js';

@@ -13,6 +13,7 @@ import { type Module, loadWeights, readStateDict } from '../nn/index.js';
 import { maxRelativeError } from './compare.js';
 import { buildHeadFixture } from './reference-heads.js';
 import { beitFixtureKind, checkBEiTFixture } from './reference-beit.js';
+import { checkDetectionFixture, isDetectionFixture } from './reference-detection.js';
 
 /** One compared tensor. */
 export interface ParityRow { name: string; maxRelErr: number; ok: boolean }
@@ -147,6 +148,7 @@ export function checkReference(target: string, o: CheckReferenceOptions = {}): P
   const cfg = JSON.parse(readFileSync(json, 'utf8')) as Record<string, unknown>;
   if ('kwargs' in cfg) return checkBackboneFixture(target, o);
   if ('decode_head' in cfg || 'auxiliary_head' in cfg) return buildHeadFixture(target, cfg, o);
+  if (isDetectionFixture(cfg)) return checkDetectionFixture(target, cfg, o);
   const beit = beitFixtureKind(cfg);
   if (beit) return checkBEiTFixture(beit, target, cfg, o);
   throw new Error(`check-reference: ${json} is neither a backbone fixture (kwargs), a head fixture (decode_head/auxiliary_head) ` +

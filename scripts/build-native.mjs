@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds the addon (native/build/Release/vit_adapter.node) against the libtorch found by libtorch-config.mjs.
 // Skips the build when the addon is newer than every source and the libtorch choice is unchanged.
-// With a CUDA libtorch, native/src/msda_cuda.cu is compiled by nvcc first and linked in.
+// With a CUDA libtorch, every native/src/*.cu is compiled by nvcc first and linked in.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -36,9 +36,12 @@ mkdirSync(join(nativeDir, 'build'), { recursive: true });
 if (cfg.cuda) {
   const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
   const arch = (process.env.CUDA_ARCHS ?? '80,90').split(',').flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]);
-  console.log('build-native: nvcc msda_cuda.cu');
-  execFileSync(nvcc, ['-std=c++17', '-O3', '-Xcompiler', '-fPIC', ...arch, '-c', join(nativeDir, 'src/msda_cuda.cu'),
-    '-o', join(nativeDir, 'build/msda_cuda.o')], { stdio: 'inherit' });
+  // every native/src/*.cu (msda_cuda.cu, det_cuda.cu); libtorch-config.mjs links the matching build/*.o
+  for (const cu of readdirSync(join(nativeDir, 'src')).filter((f) => f.endsWith('.cu')).sort()) {
+    console.log(`build-native: nvcc ${cu}`);
+    execFileSync(nvcc, ['-std=c++17', '-O3', '-Xcompiler', '-fPIC', ...arch, '-c', join(nativeDir, 'src', cu),
+      '-o', join(nativeDir, 'build', cu.replace(/\.cu$/, '.o'))], { stdio: 'inherit' });
+  }
 }
 const require = createRequire(import.meta.url);
 const gyp = join(dirname(require.resolve('node-gyp/package.json')), 'bin/node-gyp.js');

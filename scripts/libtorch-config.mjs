@@ -61,7 +61,9 @@ export function findLibtorch() {
   if (found.cuda) {
     libs.push('-ltorch_cuda', '-lc10_cuda');
     defines.push('VITA_WITH_CUDA');
-    extraObjects.push(join(root, 'native/build/msda_cuda.o'));
+    for (const cu of readdirSync(join(root, 'native/src')).filter((f) => f.endsWith('.cu')).sort()) {
+      extraObjects.push(join(root, 'native/build', cu.replace(/\.cu$/, '.o')));
+    }
     const cudaHome = process.env.CUDA_HOME ?? (existsSync('/usr/local/cuda') ? '/usr/local/cuda' : null);
     if (cudaHome) { cudaInclude = join(cudaHome, 'include'); ldflags.push(`-L${join(cudaHome, 'lib64')}`); }
     libs.push('-lcudart');

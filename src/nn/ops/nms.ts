@@ -57,6 +57,10 @@ function descendingOrder(s: ArrayLike<number>): number[] {
   return order;
 }
 
+// std::max / std::min as the C++ kernels use them (their NaN behaviour differs from Math.max / Math.min).
+const cmax = (a: number, b: number): number => (a < b ? b : a);
+const cmin = (a: number, b: number): number => (b < a ? b : a);
+
 /**
  * The scalar reference NMS on plain arrays: boxes (n·4, row-major), scores (n). `float32` emulates float32
  * arithmetic. Returns kept indices in descending score order.
@@ -81,8 +85,8 @@ export function nmsReference(boxes: ArrayLike<number>, scores: ArrayLike<number>
     for (let b = a + 1; b < n; b++) {
       const j = order[b]!;
       if (suppressed[j]) continue;
-      const w = Math.max(0, f(Math.min(ix2, boxes[4 * j + 2]!) - Math.max(ix1, boxes[4 * j]!)));
-      const h = Math.max(0, f(Math.min(iy2, boxes[4 * j + 3]!) - Math.max(iy1, boxes[4 * j + 1]!)));
+      const w = cmax(0, f(cmin(ix2, boxes[4 * j + 2]!) - cmax(ix1, boxes[4 * j]!)));
+      const h = cmax(0, f(cmin(iy2, boxes[4 * j + 3]!) - cmax(iy1, boxes[4 * j + 1]!)));
       const inter = f(w * h);
       const iou = f(inter / f(f(area[i]! + area[j]!) - inter));
       if (iou > thr) suppressed[j] = 1;

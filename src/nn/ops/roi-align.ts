@@ -14,7 +14,7 @@
  * with CUDA; forward and backward) and a composition of libtorch tensor ops (sample positions and bilinear weights
  * computed here, one gather + scatter-add per RoI; slow, the test oracle). Both are differentiable w.r.t. `input`.
  */
-import { type Tensor, op, tensor, zeros, stack } from '../../engine/index.js';
+import { type Tensor, op, tensor, stack } from '../../engine/index.js';
 
 /** Options of {@link roiAlign}. */
 export interface RoIAlignOptions {
@@ -162,7 +162,8 @@ function roiAlignComposition(input: Tensor, c: Checked): Tensor {
         }
       }
     }
-    let out = zeros([C, oh * ow], { dtype: dt, device: input.device });
+    // zeros that stay connected to `input` in the autograd graph (an empty sum), also for RoIs without samples
+    let out = flat.select(0, b).narrow(1, 0, 0).sum(1, true).expand(C, oh * ow).contiguous();
     if (idx.length > 0) {
       const E = idx.length;
       const it = tensor(idx, { dtype: 'int64', device: input.device });
@@ -173,6 +174,6 @@ function roiAlignComposition(input: Tensor, c: Checked): Tensor {
     }
     outs.push(out.view(C, oh, ow));
   }
-  if (K === 0) return zeros([0, C, oh, ow], { dtype: dt, device: input.device });
+  if (K === 0) return input.narrow(0, 0, 0).narrow(2, 0, 0).narrow(3, 0, 0).reshape(0, C, oh, ow);
   return stack(outs, 0);
 }

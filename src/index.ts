@@ -16,6 +16,7 @@ export * as image from './io/image.js';
 export * as nn from './nn/index.js';
 export * as models from './models/index.js';
 export * as segmentation from './tasks/segmentation/index.js';
+export * as detection from './tasks/detection/index.js';
 
 export * from './engine/index.js';
 export * from './io/index.js';

@@ -10,6 +10,7 @@ import { installPipeGuard, print, warn } from './output.js';
 import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
 import { trainingCommands } from './train.js';
+import { withDetection } from './detect.js';
 
 interface Command {
   summary: string;
@@ -132,6 +133,7 @@ const commands: Record<string, Command> = {
   },
   ...segmentationCommands,
   ...trainingCommands,
+  ...withDetection(segmentationCommands, trainingCommands),
 };
 
 function help(): void {

@@ -9,6 +9,7 @@ import { type OptionSpec, type Parsed, UsageError, intOption, parseArgs } from '
 import { installPipeGuard, print, warn } from './output.js';
 import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
+import { cocoCommands } from './coco.js';
 import { trainingCommands } from './train.js';
 import { withDetection } from './detect.js';
 
@@ -134,6 +135,7 @@ const commands: Record<string, Command> = {
   ...segmentationCommands,
   ...trainingCommands,
   ...withDetection(segmentationCommands, trainingCommands),
+  ...cocoCommands,
 };
 
 function help(): void {

@@ -287,7 +287,8 @@ export function evaluateCocoDetections(gt: CocoDataset, dets: readonly CocoDetec
   const R = recThrs.length;
   const A = P.areaRng.length;
   const M = P.maxDets.length;
-  const maxDet = P.maxDets[M - 1]!;
+  const maxDets = Int32Array.from(P.maxDets);
+  const maxDet = maxDets[M - 1]!;
   const areaLo = Float64Array.from(P.areaRng, (r) => r[0]!);
   const areaHi = Float64Array.from(P.areaRng, (r) => r[1]!);
   const keep = opts.keepDetails === true;
@@ -390,7 +391,7 @@ export function evaluateCocoDetections(gt: CocoDataset, dets: readonly CocoDetec
     const cap = d1 - d0;
     const kScore = new Float64Array(cap);
     const kRank = new Int32Array(cap);
-    const kState = new Uint8Array(cap * A * T); // 0 false positive, 1 true positive, 2 ignored
+    const kState = new Uint8Array(A * T * cap); // [a][t][detection]: 0 false positive, 1 true positive, 2 ignored
     let nk = 0;
     const npig = new Float64Array(A);
     let nImagesWithRecords = 0;
@@ -410,8 +411,9 @@ export function evaluateCocoDetections(gt: CocoDataset, dets: readonly CocoDetec
       const Dall = de - dp;
       nImagesWithRecords++;
       // detections sorted by descending score (stable), cut to maxDets[-1]
-      const dl = Array.from(dtByCat.items.subarray(dp, de));
-      dl.sort((a, b) => (dtScore[a]! > dtScore[b]! ? -1 : dtScore[a]! < dtScore[b]! ? 1 : a - b));
+      const dl: number[] = [];
+      for (let q = dp; q < de; q++) dl.push(dtByCat.items[q]!);
+      if (dl.length > 1) dl.sort((a, b) => (dtScore[a]! > dtScore[b]! ? -1 : dtScore[a]! < dtScore[b]! ? 1 : a - b));
       const D = Math.min(Dall, maxDet);
       const gl = gtByCat.items.subarray(gp, ge);
 
@@ -526,9 +528,9 @@ export function evaluateCocoDetections(gt: CocoDataset, dets: readonly CocoDetec
           const ar = dtArea[dl[d]!]!;
           if (ar < lo || ar > hi) for (let t = 0; t < T; t++) if (dtm[t * D + d] === 0) dtIg[t * D + d] = 1;
         }
-        for (let d = 0; d < D; d++) {
-          const sb = ((base + d) * A + a) * T;
-          for (let t = 0; t < T; t++) kState[sb + t] = dtIg[t * D + d] ? 2 : dtm[t * D + d] !== 0 ? 1 : 0;
+        for (let t = 0; t < T; t++) {
+          const sb = (a * T + t) * cap + base;
+          for (let d = 0; d < D; d++) kState[sb + d] = dtIg[t * D + d] ? 2 : dtm[t * D + d] !== 0 ? 1 : 0;
         }
         if (recordsByArea) {
           const rows = (arr: Float64Array | Uint8Array, n: number): number[][] =>
@@ -551,37 +553,47 @@ export function evaluateCocoDetections(gt: CocoDataset, dets: readonly CocoDetec
       const sorted = new Int32Array(nk);
       for (let j = 0; j < nk; j++) sorted[j] = j;
       sorted.sort((a, b) => (kScore[a]! > kScore[b]! ? -1 : kScore[a]! < kScore[b]! ? 1 : a - b));
-      if (rc.length < nk) {
-        rc = new Float64Array(nk * 2);
-        pr = new Float64Array(nk * 2);
+      // one pass over the sorted detections per (area, threshold) serves all maxDets cuts
+      if (rc.length < nk * M) {
+        rc = new Float64Array(nk * M * 2);
+        pr = new Float64Array(nk * M * 2);
       }
+      const sRank = new Int32Array(nk);
+      for (let q = 0; q < nk; q++) sRank[q] = kRank[sorted[q]!]!;
+      const tps = new Float64Array(M);
+      const fps = new Float64Array(M);
+      const nds = new Int32Array(M);
       for (let a = 0; a < A; a++) {
         const np = npig[a]!;
         if (np === 0) continue;
-        for (let mi = 0; mi < M; mi++) {
-          const md = P.maxDets[mi]!;
-          for (let t = 0; t < T; t++) {
-            let tp = 0;
-            let fp = 0;
-            let nd = 0;
-            for (let q = 0; q < nk; q++) {
-              const j = sorted[q]!;
-              if (kRank[j]! >= md) continue;
-              const st = kState[(j * A + a) * T + t]!;
-              if (st === 2) continue;
-              if (st === 1) tp++;
-              else fp++;
-              rc[nd] = tp / np;
-              pr[nd] = tp / (fp + tp + EPS);
-              nd++;
+        for (let t = 0; t < T; t++) {
+          const slab = (a * T + t) * cap;
+          tps.fill(0);
+          fps.fill(0);
+          nds.fill(0);
+          for (let q = 0; q < nk; q++) {
+            const st = kState[slab + sorted[q]!]!;
+            if (st === 2) continue;
+            const rk = sRank[q]!;
+            for (let mi = 0; mi < M; mi++) {
+              if (rk >= maxDets[mi]!) continue;
+              const tp = st === 1 ? ++tps[mi]! : tps[mi]!;
+              const fp = st === 1 ? fps[mi]! : ++fps[mi]!;
+              const o = mi * nk + nds[mi]!++;
+              rc[o] = tp / np;
+              pr[o] = tp / (fp + tp + EPS);
             }
-            recall[((t * K + k) * A + a) * M + mi] = nd ? rc[nd - 1]! : 0;
-            for (let i = nd - 1; i > 0; i--) if (pr[i]! > pr[i - 1]!) pr[i - 1] = pr[i]!;
+          }
+          for (let mi = 0; mi < M; mi++) {
+            const nd = nds[mi]!;
+            const off = mi * nk;
+            recall[((t * K + k) * A + a) * M + mi] = nd ? rc[off + nd - 1]! : 0;
+            for (let i = off + nd - 1; i > off; i--) if (pr[i]! > pr[i - 1]!) pr[i - 1] = pr[i]!;
             let i = 0;
             for (let r = 0; r < R; r++) {
               const thr = recThrs[r]!;
-              while (i < nd && rc[i]! < thr) i++;
-              precision[(((t * R + r) * K + k) * A + a) * M + mi] = i < nd ? pr[i]! : 0;
+              while (i < nd && rc[off + i]! < thr) i++;
+              precision[(((t * R + r) * K + k) * A + a) * M + mi] = i < nd ? pr[off + i]! : 0;
             }
           }
         }

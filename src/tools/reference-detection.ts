@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Tensor, noGrad, scope } from '../engine/index.js';
-import { type DetectorBackbone, MaskRCNN, type MaskRCNNConfig, type ImageMeta } from '../models/detectors/index.js';
+import { type Detections, type DetectorBackbone, MaskRCNN, type MaskRCNNConfig, type ImageMeta } from '../models/detectors/index.js';
 import { Module, loadWeights, readStateDict } from '../nn/index.js';
 import { maxRelativeError } from './compare.js';
 import { type CheckReferenceOptions, PARITY_TOLERANCE, type ParityRow } from './reference.js';
@@ -80,8 +80,22 @@ function masksRow(name: string, got: Uint8Array | undefined, ref: Tensor, ambigu
   return { name, maxRelErr: bad / Math.max(1, r.length - skip.size), ok: bad === 0 };
 }
 
-/** Runs a detection fixture `DIR/NAME` and compares every stored stage (see the file comment). */
-export function checkDetectionFixture(prefix: string, cfg: Record<string, any>, o: CheckReferenceOptions = {}): ParityRow[] {
+/** What {@link checkDetectionFixture} lets a caller inspect before it frees the run (tests use it). */
+export interface DetectionFixtureRun {
+  detections: Detections;
+  /** Every captured stage by the fixture's names (freed after the callback). */
+  stages: ReadonlyMap<string, Tensor>;
+  /** The fixture's io tensors (freed after the callback). */
+  io: ReadonlyMap<string, Tensor>;
+  meta: ImageMeta;
+}
+
+/**
+ * Runs a detection fixture `DIR/NAME` and compares every stored stage (see the file comment). `inspect` (optional)
+ * sees the run's detections, stages and the io tensors before they are freed.
+ */
+export function checkDetectionFixture(prefix: string, cfg: Record<string, any>, o: CheckReferenceOptions = {},
+  inspect?: (run: DetectionFixtureRun) => void): ParityRow[] {
   const tol = o.tolerance ?? PARITY_TOLERANCE;
   const device = o.device ?? 'cpu';
   const dtype = o.dtype ?? 'float32';
@@ -127,8 +141,12 @@ export function checkDetectionFixture(prefix: string, cfg: Record<string, any>, 
         if (!g) { rows.push({ name, maxRelErr: Number.NaN, ok: false }); continue; }
         rows.push(name === 'det_labels' ? exactRow(name, g, ref) : floatRow(name, g, ref, tol));
       }
-      io.forEach((t) => t.dispose());
-      got.forEach((t) => t.dispose());
+      try {
+        inspect?.({ detections: det, stages: got, io, meta });
+      } finally {
+        io.forEach((t) => t.dispose());
+        got.forEach((t) => t.dispose());
+      }
       return rows;
     }));
   } finally {

@@ -123,12 +123,30 @@ export class MaskRCNN extends Module {
   }
 }
 
+/**
+ * The authors' configs list `window_size` per block with `None` for the blocks without window attention; the ViT
+ * takes a number for every block, so a null entry of a block without window attention becomes 14 (never used).
+ */
+function windowSizes(o: ViTAdapterOptions): Pick<ViTAdapterOptions, 'window_size'> {
+  const ws = o.window_size as unknown;
+  if (!Array.isArray(ws) || !ws.includes(null)) return {};
+  const wa = o.window_attn;
+  return {
+    window_size: ws.map((v: number | null, i: number) => {
+      if (v !== null) return v;
+      const windowed = Array.isArray(wa) ? wa[i] : wa;
+      if (windowed) throw new Error(`buildMaskRCNN: window_size[${i}] is null but block ${i} uses window attention`);
+      return 14;
+    }),
+  };
+}
+
 /** Builds a Mask R-CNN whose backbone is the ViT-Adapter of `cfg.backbone` (the `detection` variant by default). */
 export function buildMaskRCNN(cfg: MaskRCNNConfig): MaskRCNN {
   if (!cfg.backbone) throw new Error('buildMaskRCNN: the config has no backbone');
   const { type, ...opts } = cfg.backbone;
   if (type !== undefined && type !== 'ViTAdapter') throw new Error(`buildMaskRCNN: only a ViTAdapter backbone is supported, got ${JSON.stringify(type)}`);
-  const backbone = new ViTAdapter({ variant: 'detection', ...opts });
+  const backbone = new ViTAdapter({ variant: 'detection', ...opts, ...windowSizes(opts) });
   try {
     return new MaskRCNN(cfg, backbone as unknown as DetectorBackbone);
   } catch (e) {

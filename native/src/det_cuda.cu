@@ -4,7 +4,7 @@
 // Kept deliberately simple (they cannot be run on the machines this project is developed on):
 //   roi_align_forward   one thread per output element (k, c, ph, pw); it recomputes the RoI geometry and walks the
 //                       bin's samples in the CPU kernel's order.
-//   roi_align_backward  one thread per grad_output element; atomicAdd of g * w / count into grad_input
+//   roi_align_backward  one thread per grad_output element; atomicAdd of (g / count) * w into grad_input
 //                       (double atomicAdd needs sm_60 or newer; the build targets sm_80 / sm_90).
 //   nms_mask            one thread per (row i, 64-column word): 64 IoU tests, one 64-bit word written.
 // Every floating operation that mmcv's CPU kernel rounds separately is written with an explicit round-to-nearest
@@ -145,7 +145,7 @@ __global__ void roi_align_backward_kernel(const T* __restrict__ grad_out, const 
     const int64_t k = idx / (d.PW * d.PH * d.C);
     const Geom<T> g = roi_geom(rois + 5 * k, d);
     T* plane = grad_in + (g.batch * d.C + c) * d.H * d.W;
-    const T go = grad_out[idx];
+    const T go = div_rn(grad_out[idx], g.count);  // (g / count) * w, as the CPU kernel
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       const T y = sample_coord(g.start_h, ph, g.bin_h, iy, g.grid_h);
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
@@ -153,10 +153,10 @@ __global__ void roi_align_backward_kernel(const T* __restrict__ grad_out, const 
         int64_t p1, p2, p3, p4;
         T w1, w2, w3, w4;
         if (!bilinear(y, x, d.H, d.W, p1, p2, p3, p4, w1, w2, w3, w4)) continue;
-        atomicAdd(plane + p1, div_rn(mul_rn(go, w1), g.count));
-        atomicAdd(plane + p2, div_rn(mul_rn(go, w2), g.count));
-        atomicAdd(plane + p3, div_rn(mul_rn(go, w3), g.count));
-        atomicAdd(plane + p4, div_rn(mul_rn(go, w4), g.count));
+        atomicAdd(plane + p1, mul_rn(go, w1));
+        atomicAdd(plane + p2, mul_rn(go, w2));
+        atomicAdd(plane + p3, mul_rn(go, w3));
+        atomicAdd(plane + p4, mul_rn(go, w4));
       }
     }
   }

@@ -21,6 +21,8 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
+#include <type_traits>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -69,6 +71,67 @@ std::vector<int64_t> descending_order(const T* s, int64_t n) {
   return order;
 }
 
+// Flag type of the same width as T, so that the suppression loop vectorises without mixed-width lanes.
+template <typename T>
+using Flag = typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type;
+
+// Suppression by kept box (ix1, iy1, ix2, iy2, iarea) of boxes [b0, n) (score-sorted arrays): sup[b] |= IoU > thr.
+// Branch-free, so it vectorises; boxes already suppressed are tested too (harmless: flags are only ever set).
+// Every operation is rounded separately (no FMA: the variants below never enable the fma target feature), in mmcv's
+// order: w = max(0, min(x2) - max(x1)), inter = w * h, IoU = inter / (area_i + area_j - inter); std::max(a, b) is
+// written as a < b ? b : a to keep its NaN behaviour.
+#define VITA_NMS_ROW_BODY                                                  \
+  for (int64_t b = b0; b < n; ++b) {                                       \
+    const T xx1 = ix1 < x1[b] ? x1[b] : ix1;                               \
+    const T yy1 = iy1 < y1[b] ? y1[b] : iy1;                               \
+    const T xx2 = x2[b] < ix2 ? x2[b] : ix2;                               \
+    const T yy2 = y2[b] < iy2 ? y2[b] : iy2;                               \
+    const T dw = xx2 - xx1;                                                \
+    const T dh = yy2 - yy1;                                                \
+    const T w = T(0) < dw ? dw : T(0);                                     \
+    const T h = T(0) < dh ? dh : T(0);                                     \
+    const T inter = w * h;                                                 \
+    const T ovr = inter / (iarea + area[b] - inter);                       \
+    sup[b] |= ovr > thr ? Flag<T>(1) : Flag<T>(0);                         \
+  }
+
+template <typename T>
+void suppress_row_default(const T* __restrict__ x1, const T* __restrict__ y1, const T* __restrict__ x2,
+                          const T* __restrict__ y2, const T* __restrict__ area, Flag<T>* __restrict__ sup, int64_t b0,
+                          int64_t n, T ix1, T iy1, T ix2, T iy2, T iarea, T thr) {
+#pragma omp simd
+  VITA_NMS_ROW_BODY
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define VITA_NMS_AVX2 1
+template <typename T>
+__attribute__((target("avx2"))) void suppress_row_avx2(const T* __restrict__ x1, const T* __restrict__ y1,
+                                                       const T* __restrict__ x2, const T* __restrict__ y2,
+                                                       const T* __restrict__ area, Flag<T>* __restrict__ sup,
+                                                       int64_t b0, int64_t n, T ix1, T iy1, T ix2, T iy2, T iarea,
+                                                       T thr) {
+#pragma omp simd
+  VITA_NMS_ROW_BODY
+}
+#else
+#define VITA_NMS_AVX2 0
+#endif
+
+bool use_avx2() {
+#if VITA_NMS_AVX2
+  static const bool yes = [] {
+    const char* env = std::getenv("VITA_NMS_NO_VEC");
+    if (env && env[0] == '1') return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
 template <typename T>
 std::vector<int64_t> nms_cpu_impl(const T* boxes, const T* scores, int64_t n, float thr_f) {
   const std::vector<int64_t> order = descending_order(scores, n);
@@ -83,25 +146,23 @@ std::vector<int64_t> nms_cpu_impl(const T* boxes, const T* scores, int64_t n, fl
     area[a] = (b[2] - b[0]) * (b[3] - b[1]);
   }
   const T thr = static_cast<T>(thr_f);
-  std::vector<uint8_t> suppressed(static_cast<size_t>(n), 0);
+  std::vector<Flag<T>> suppressed(static_cast<size_t>(n), 0);
   std::vector<int64_t> keep;
+  const bool avx2 = use_avx2();
   for (int64_t a = 0; a < n; ++a) {
     if (suppressed[a]) continue;
     keep.push_back(order[static_cast<size_t>(a)]);
-    const T ix1 = x1[a], iy1 = y1[a], ix2 = x2[a], iy2 = y2[a], iarea = area[a];
-    for (int64_t b = a + 1; b < n; ++b) {
-      if (suppressed[b]) continue;
-      const T xx1 = std::max(ix1, x1[b]);
-      const T yy1 = std::max(iy1, y1[b]);
-      const T xx2 = std::min(ix2, x2[b]);
-      const T yy2 = std::min(iy2, y2[b]);
-      const T w = std::max(T(0), xx2 - xx1);
-      const T h = std::max(T(0), yy2 - yy1);
-      const T inter = w * h;
-      const T ovr = inter / (iarea + area[b] - inter);
-      if (ovr > thr) suppressed[b] = 1;
+#if VITA_NMS_AVX2
+    if (avx2) {
+      suppress_row_avx2<T>(x1.data(), y1.data(), x2.data(), y2.data(), area.data(), suppressed.data(), a + 1, n, x1[a],
+                           y1[a], x2[a], y2[a], area[a], thr);
+      continue;
     }
+#endif
+    suppress_row_default<T>(x1.data(), y1.data(), x2.data(), y2.data(), area.data(), suppressed.data(), a + 1, n,
+                            x1[a], y1[a], x2[a], y2[a], area[a], thr);
   }
+  (void)avx2;
   return keep;
 }
 

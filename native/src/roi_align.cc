@@ -16,7 +16,8 @@
 // All arithmetic in the input dtype, in mmcv's CPU order (so float32 results equal mmcv's CPU kernel bit for bit up to
 // the sum order, which is the same here too: per bin, samples in (iy, ix) order, w1 v1 + w2 v2 + w3 v3 + w4 v4).
 //
-// Backward: grad_input[b, c, corner] += grad_output[k, c, bin] * w / count (mmcv: g * w / count). On the CPU the
+// Backward: grad_input[b, c, corner] += (grad_output[k, c, bin] / count) * w (mmcv rounds (g * w) / count instead:
+// one division per bin rather than four per sample; the two differ by at most an ulp or so per term). On the CPU the
 // threads own disjoint channel ranges, so the scatter needs no atomics and the result is deterministic.
 //
 // Operators (namespace vit_adapter):
@@ -241,13 +242,13 @@ void backward_cpu_impl(const T* grad_out, const T* rois, T* grad_in, const Param
         T* plane = grad_in + (rs.batch * p.C + c) * HW;
         const T* go = grad_out + (k * p.C + c) * bins;
         for (int64_t b = 0; b < bins; ++b) {
-          const T g = go[b];
+          const T g = go[b] / rs.count;
           for (int64_t i = bs[b]; i < bs[b + 1]; ++i) {
             const Sample<T>& s = smp[i];
-            plane[s.p1] += g * s.w1 / rs.count;
-            plane[s.p2] += g * s.w2 / rs.count;
-            plane[s.p3] += g * s.w3 / rs.count;
-            plane[s.p4] += g * s.w4 / rs.count;
+            plane[s.p1] += g * s.w1;
+            plane[s.p2] += g * s.w2;
+            plane[s.p3] += g * s.w3;
+            plane[s.p4] += g * s.w4;
           }
         }
       }

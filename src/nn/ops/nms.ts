@@ -57,39 +57,58 @@ function descendingOrder(s: ArrayLike<number>): number[] {
   return order;
 }
 
-// std::max / std::min as the C++ kernels use them (their NaN behaviour differs from Math.max / Math.min).
-const cmax = (a: number, b: number): number => (a < b ? b : a);
-const cmin = (a: number, b: number): number => (b < a ? b : a);
-
 /**
  * The scalar reference NMS on plain arrays: boxes (n·4, row-major), scores (n). `float32` emulates float32
  * arithmetic. Returns kept indices in descending score order.
  */
 export function nmsReference(boxes: ArrayLike<number>, scores: ArrayLike<number>, iouThreshold: number, float32: boolean): number[] {
-  const f = float32 ? Math.fround : (x: number): number => x;
   const n = scores.length;
   const thr = Math.fround(iouThreshold);
-  const area = new Float64Array(n);
-  for (let i = 0; i < n; i++) area[i] = f(f(boxes[4 * i + 2]! - boxes[4 * i]!) * f(boxes[4 * i + 3]! - boxes[4 * i + 1]!));
   const order = descendingOrder(scores);
+  // coordinates and areas in sorted order (as the native kernel keeps them)
+  const x1 = new Float64Array(n);
+  const y1 = new Float64Array(n);
+  const x2 = new Float64Array(n);
+  const y2 = new Float64Array(n);
+  const area = new Float64Array(n);
+  for (let a = 0; a < n; a++) {
+    const i = order[a]!;
+    x1[a] = boxes[4 * i]!;
+    y1[a] = boxes[4 * i + 1]!;
+    x2[a] = boxes[4 * i + 2]!;
+    y2[a] = boxes[4 * i + 3]!;
+    area[a] = float32 ? Math.fround(Math.fround(x2[a]! - x1[a]!) * Math.fround(y2[a]! - y1[a]!)) : (x2[a]! - x1[a]!) * (y2[a]! - y1[a]!);
+  }
   const suppressed = new Uint8Array(n);
   const keep: number[] = [];
   for (let a = 0; a < n; a++) {
-    const i = order[a]!;
-    if (suppressed[i]) continue;
-    keep.push(i);
-    const ix1 = boxes[4 * i]!;
-    const iy1 = boxes[4 * i + 1]!;
-    const ix2 = boxes[4 * i + 2]!;
-    const iy2 = boxes[4 * i + 3]!;
+    if (suppressed[a]) continue;
+    keep.push(order[a]!);
+    const ix1 = x1[a]!;
+    const iy1 = y1[a]!;
+    const ix2 = x2[a]!;
+    const iy2 = y2[a]!;
+    const ia = area[a]!;
     for (let b = a + 1; b < n; b++) {
-      const j = order[b]!;
-      if (suppressed[j]) continue;
-      const w = cmax(0, f(cmin(ix2, boxes[4 * j + 2]!) - cmax(ix1, boxes[4 * j]!)));
-      const h = cmax(0, f(cmin(iy2, boxes[4 * j + 3]!) - cmax(iy1, boxes[4 * j + 1]!)));
-      const inter = f(w * h);
-      const iou = f(inter / f(f(area[i]! + area[j]!) - inter));
-      if (iou > thr) suppressed[j] = 1;
+      if (suppressed[b]) continue;
+      // std::max(a, b) = a < b ? b : a and std::min(a, b) = b < a ? b : a, as the C++ kernels (NaN behaviour)
+      const xx1 = ix1 < x1[b]! ? x1[b]! : ix1;
+      const yy1 = iy1 < y1[b]! ? y1[b]! : iy1;
+      const xx2 = x2[b]! < ix2 ? x2[b]! : ix2;
+      const yy2 = y2[b]! < iy2 ? y2[b]! : iy2;
+      let iou: number;
+      if (float32) {
+        const dw = Math.fround(xx2 - xx1);
+        const dh = Math.fround(yy2 - yy1);
+        const inter = Math.fround((0 < dw ? dw : 0) * (0 < dh ? dh : 0));
+        iou = Math.fround(inter / Math.fround(Math.fround(ia + area[b]!) - inter));
+      } else {
+        const dw = xx2 - xx1;
+        const dh = yy2 - yy1;
+        const inter = (0 < dw ? dw : 0) * (0 < dh ? dh : 0);
+        iou = inter / (ia + area[b]! - inter);
+      }
+      if (iou > thr) suppressed[b] = 1;
     }
   }
   return keep;

@@ -12,9 +12,9 @@
  *
  * Two implementations: the native kernel (`vit_adapter::roi_align`, CPU multi-threaded, CUDA when the addon is built
  * with CUDA; forward and backward) and a composition of libtorch tensor ops (sample positions and bilinear weights
- * computed here, one gather + scatter-add per RoI; slow, the test oracle). Both are differentiable w.r.t. `input`.
+ * computed here, then one gather, weighting and scatter-add per chunk of RoIs; slow, the test oracle). Both are differentiable w.r.t. `input`.
  */
-import { type Tensor, op, tensor, stack } from '../../engine/index.js';
+import { type Tensor, cat, op, tensor } from '../../engine/index.js';
 
 /** Options of {@link roiAlign}. */
 export interface RoIAlignOptions {
@@ -94,17 +94,47 @@ function rounder(dtype: string): (x: number) => number {
   return dtype === 'float32' ? Math.fround : (x: number): number => x;
 }
 
+/** Sample entries per gather in the composition (bounds its (entries × C) intermediate). */
+const CHUNK_ENTRIES = 1 << 16;
+
 function roiAlignComposition(input: Tensor, c: Checked): Tensor {
   const [N, C, H, W] = input.shape as [number, number, number, number];
   const K = c.rois.shape[0]!;
   const dt = input.dtype;
+  const dev = input.device;
   const r = c.rois.toTypedArray();
   const f = rounder(dt);
   const { oh, ow, ratio, aligned } = c;
+  const bins = oh * ow;
   const scale = f(c.scale);
   const off = aligned ? 0.5 : 0;
-  const flat = input.reshape(N, C, H * W);
-  const outs: Tensor[] = [];
+  // channels-last rows: row (b·H + y)·W + x holds the C values of pixel (y, x) of image b
+  const rowsCL = input.permute(0, 2, 3, 1).reshape(N * H * W, C);
+  // zeros connected to `input` in the autograd graph (an empty sum), so that every output has a gradient path
+  const zeroRows = (n: number): Tensor => rowsCL.narrow(0, 0, 0).sum(0, true).expand(n, C).contiguous();
+  const counts = new Float64Array(K);
+  const parts: Tensor[] = [];
+  let idx: number[] = [];
+  let dst: number[] = [];
+  let wts: number[] = [];
+  let k0 = 0;
+  const flush = (k1: number): void => {
+    // RoIs [k0, k1): output rows (k - k0)·bins + bin
+    if (k1 === k0) return;
+    let out = zeroRows((k1 - k0) * bins);
+    if (idx.length > 0) {
+      const E = idx.length;
+      const vals = rowsCL.indexSelect(0, tensor(idx, { dtype: 'int64', device: dev }))
+        .mul(tensor(wts, { dtype: dt, device: dev }).view(E, 1));
+      out = out.scatterAdd(0, tensor(dst, { dtype: 'int64', device: dev }).view(E, 1).expand(E, C), vals);
+    }
+    const cnt = tensor(Array.from(counts.subarray(k0, k1)), { dtype: dt, device: dev }).view(k1 - k0, 1, 1);
+    parts.push(out.view(k1 - k0, bins, C).div(cnt).view(k1 - k0, oh, ow, C).permute(0, 3, 1, 2));
+    idx = [];
+    dst = [];
+    wts = [];
+    k0 = k1;
+  };
   for (let k = 0; k < K; k++) {
     const b = r[5 * k]!;
     if (!Number.isInteger(b) || b < 0 || b >= N) {
@@ -113,6 +143,7 @@ function roiAlignComposition(input: Tensor, c: Checked): Tensor {
     for (let j = 1; j < 5; j++) {
       if (!Number.isFinite(r[5 * k + j]!)) throw new Error(`roiAlign: roi ${k} has a non-finite coordinate ${r[5 * k + j]}`);
     }
+    if (idx.length >= CHUNK_ENTRIES) flush(k);
     const sx = f(f(r[5 * k + 1]! * scale) - off);
     const sy = f(f(r[5 * k + 2]! * scale) - off);
     const ex = f(f(r[5 * k + 3]! * scale) - off);
@@ -127,53 +158,40 @@ function roiAlignComposition(input: Tensor, c: Checked): Tensor {
     const bw = f(rw / ow);
     const gh = ratio > 0 ? ratio : Math.ceil(f(rh / oh));
     const gw = ratio > 0 ? ratio : Math.ceil(f(rw / ow));
-    const count = Math.max(gh * gw, 1);
-    const idx: number[] = [];
-    const bins: number[] = [];
-    const wts: number[] = [];
-    if (H > 0 && W > 0) {
-      for (let ph = 0; ph < oh; ph++) {
-        for (let pw = 0; pw < ow; pw++) {
-          const bin = ph * ow + pw;
-          for (let iy = 0; iy < gh; iy++) {
-            const yy = f(f(sy + f(ph * bh)) + f(f((iy + 0.5) * bh) / gh));
-            for (let ix = 0; ix < gw; ix++) {
-              const xx = f(f(sx + f(pw * bw)) + f(f((ix + 0.5) * bw) / gw));
-              let y = yy;
-              let x = xx;
-              if (y < -1 || y > H || x < -1 || x > W) continue;
-              if (y <= 0) y = 0;
-              if (x <= 0) x = 0;
-              let yl = Math.floor(y);
-              let xl = Math.floor(x);
-              let yh: number;
-              let xh: number;
-              if (yl >= H - 1) { yl = yh = H - 1; y = yl; } else yh = yl + 1;
-              if (xl >= W - 1) { xl = xh = W - 1; x = xl; } else xh = xl + 1;
-              const ly = f(y - yl);
-              const lx = f(x - xl);
-              const hy = f(1 - ly);
-              const hx = f(1 - lx);
-              idx.push(yl * W + xl, yl * W + xh, yh * W + xl, yh * W + xh);
-              wts.push(f(hy * hx), f(hy * lx), f(ly * hx), f(ly * lx));
-              bins.push(bin, bin, bin, bin);
-            }
+    counts[k] = Math.max(gh * gw, 1);
+    if (H === 0 || W === 0) continue;
+    const base = b * H * W;
+    for (let ph = 0; ph < oh; ph++) {
+      for (let pw = 0; pw < ow; pw++) {
+        const row = (k - k0) * bins + ph * ow + pw;
+        for (let iy = 0; iy < gh; iy++) {
+          const yy = f(f(sy + f(ph * bh)) + f(f((iy + 0.5) * bh) / gh));
+          for (let ix = 0; ix < gw; ix++) {
+            const xx = f(f(sx + f(pw * bw)) + f(f((ix + 0.5) * bw) / gw));
+            let y = yy;
+            let x = xx;
+            if (y < -1 || y > H || x < -1 || x > W) continue;
+            if (y <= 0) y = 0;
+            if (x <= 0) x = 0;
+            let yl = Math.floor(y);
+            let xl = Math.floor(x);
+            let yh: number;
+            let xh: number;
+            if (yl >= H - 1) { yl = yh = H - 1; y = yl; } else yh = yl + 1;
+            if (xl >= W - 1) { xl = xh = W - 1; x = xl; } else xh = xl + 1;
+            const ly = f(y - yl);
+            const lx = f(x - xl);
+            const hy = f(1 - ly);
+            const hx = f(1 - lx);
+            idx.push(base + yl * W + xl, base + yl * W + xh, base + yh * W + xl, base + yh * W + xh);
+            wts.push(f(hy * hx), f(hy * lx), f(ly * hx), f(ly * lx));
+            dst.push(row, row, row, row);
           }
         }
       }
     }
-    // zeros that stay connected to `input` in the autograd graph (an empty sum), also for RoIs without samples
-    let out = flat.select(0, b).narrow(1, 0, 0).sum(1, true).expand(C, oh * ow).contiguous();
-    if (idx.length > 0) {
-      const E = idx.length;
-      const it = tensor(idx, { dtype: 'int64', device: input.device });
-      const wt = tensor(wts, { dtype: dt, device: input.device }).view(1, E);
-      const bt = tensor(bins, { dtype: 'int64', device: input.device }).view(1, E).expand(C, E);
-      const vals = flat.select(0, b).indexSelect(1, it).mul(wt);
-      out = out.scatterAdd(1, bt, vals).div(count);
-    }
-    outs.push(out.view(C, oh, ow));
   }
+  flush(K);
   if (K === 0) return input.narrow(0, 0, 0).narrow(2, 0, 0).narrow(3, 0, 0).reshape(0, C, oh, ow);
-  return stack(outs, 0);
+  return parts.length === 1 ? parts[0]!.contiguous() : cat(parts, 0);
 }

@@ -6,6 +6,7 @@
  * - `nn`: modules with PyTorch-compatible state dicts, layers, initialisers, weight loading;
  * - `models`: the ViT, the ViT-Adapter backbone and presets, the segmentation heads;
  * - `segmentation`: configs, datasets, metrics, the test pipeline, the segmentor, inference and evaluation.
+ * - `detection`: Mask R-CNN configs, the detection test pipeline, COCO results and evaluation, overlays, synthetic COCO data.
  *
  * Each layer is also exported as a namespace of the same name (`engine.tensor`, `segmentation.loadConfig`), and the
  * names below are re-exported flat for convenience (`import { ViTAdapter, loadConfig } from 'vit-adapter'`).

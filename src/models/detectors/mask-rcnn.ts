@@ -82,6 +82,7 @@ export class MaskRCNN extends Module {
 
   /**
    * Detections of one normalised, padded image `img` (1, 3, Hp, Wp), rescaled to the original image (rescale=True).
+   * Runs in eval mode (as mmdetection's test scripts do); a model in training mode is switched back afterwards.
    */
   simpleTest(img: Tensor, meta: ImageMeta, opts: SimpleTestOptions = {}): Detections {
     if (img.ndim !== 4 || img.shape[0] !== 1 || img.shape[1] !== 3) {
@@ -92,20 +93,30 @@ export class MaskRCNN extends Module {
     if (img.shape[2] !== ph || img.shape[3] !== pw) {
       throw new Error(`MaskRCNN.simpleTest: img is ${img.shape[2]}x${img.shape[3]} but meta.padShape is ${ph}x${pw}`);
     }
-    return noGrad(() => scope(() => {
+    return this.inEval(() => noGrad(() => scope(() => {
       const feats = this.backbone.forward(img);
       return this.simpleTestFromFeatures(feats, meta, opts);
-    }));
+    })));
   }
 
-  /** {@link simpleTest} from given backbone features (one image). */
+  private inEval<T>(fn: () => T): T {
+    const wasTraining = this.training;
+    if (wasTraining) this.eval();
+    try {
+      return fn();
+    } finally {
+      if (wasTraining) this.train();
+    }
+  }
+
+  /** {@link simpleTest} from given backbone features (one image), in eval mode. */
   simpleTestFromFeatures(feats: readonly Tensor[], meta: ImageMeta, opts: SimpleTestOptions = {}): Detections {
     checkImageMeta('MaskRCNN.simpleTestFromFeatures', meta);
     if (feats.some((f) => f.ndim !== 4 || f.shape[0] !== 1)) {
       throw new Error(`MaskRCNN: backbone features must be (1, C, h, w) maps, got ${feats.map((f) => `[${f.shape.join(', ')}]`).join(', ')}`);
     }
     const cap = opts.capture;
-    return noGrad(() => scope(() => {
+    return this.inEval(() => noGrad(() => scope(() => {
       const x = this.neck.forward(feats);
       if (cap) x.forEach((t, i) => cap(`neck.${i}`, t));
       const { clsScores, bboxPreds } = this.rpn_head.forward(x);
@@ -119,7 +130,7 @@ export class MaskRCNN extends Module {
         ...(opts.withMask === undefined ? {} : { withMask: opts.withMask }), ...(cap ? { capture: cap } : {}),
       });
       return toDetections(r);
-    }));
+    })));
   }
 }
 

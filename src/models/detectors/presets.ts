@@ -20,7 +20,7 @@
  * `mask_rcnn_r50_fpn.py` (80 COCO classes).
  */
 import type { ViTAdapterOptions } from '../adapter/index.js';
-import type { MaskRCNNConfig } from './mask-rcnn.js';
+import type { MaskRCNNConfig, buildMaskRCNN } from './mask-rcnn.js';
 
 const WINDOW_ATTN = [true, true, false, true, true, false, true, true, false, true, true, false];
 const WINDOW_SIZE = [14, 14, null, 14, 14, null, 14, 14, null, 14, 14, null];
@@ -67,7 +67,10 @@ export function maskRCNNHeads(D: number, numClasses = 80): Omit<MaskRCNNConfig, 
   };
 }
 
-/** The authors' ViT-Adapter Mask R-CNN configs (3× schedule) by config name. */
+/**
+ * The authors' ViT-Adapter Mask R-CNN configs (3× schedule) by config name. Build them with {@link buildMaskRCNN}
+ * (which maps the configs' `None` window sizes of the global-attention blocks to numbers for the ViT).
+ */
 export const DETECTOR_PRESETS: Record<string, MaskRCNNConfig> = {
   mask_rcnn_deit_adapter_tiny_fpn_3x_coco: { backbone: backbone(192, 3, 0.1, 6, 1.0), ...maskRCNNHeads(192) },
   mask_rcnn_deit_adapter_small_fpn_3x_coco: { backbone: backbone(384, 6, 0.2, 6, 1.0), ...maskRCNNHeads(384) },

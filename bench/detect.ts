@@ -203,7 +203,7 @@ async function main(): Promise<void> {
 
   if (o.kernels) {
     log('\n(1) RoIAlign / NMS kernels vs their compositions (bench/detect-kernels.ts)');
-    const k = await benchDetectKernels({ quick: o.quick, ...(o.json ? {} : { log: (x: string) => log(`  ${x}`) }) });
+    const k = await benchDetectKernels({ quick: o.quick });
     out.kernels = k;
     if (!o.json) printKernels(k);
   }

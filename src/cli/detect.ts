@@ -15,7 +15,7 @@ import { ProgressBar } from '../tools/progress.js';
 import { listConfigs } from '../tasks/segmentation/configs.js';
 import { writeSyntheticSplits } from '../tasks/segmentation/synth-splits.js';
 import { detectionPalette } from '../tasks/detection/classes.js';
-import { type DetConfig, DET_PRESET_NAMES, isDetPreset, listDetConfigs, loadDetConfig } from '../tasks/detection/configs.js';
+import { type DetConfig, isDetPreset, listDetConfigs, loadDetConfig } from '../tasks/detection/configs.js';
 import { buildDetector, detectImage, loadDetector } from '../tasks/detection/detector.js';
 import { type DetEvalResult, detectionsToCocoResults, evaluateDetection } from '../tasks/detection/evaluate.js';
 import { writeOverlay } from '../tasks/detection/overlay.js';
@@ -400,4 +400,3 @@ export function withDetection(seg: { eval: DetCommand; configs: DetCommand }, tr
   return { detect: detectCommand, eval: evalWithTask(seg.eval), configs: configsWithDetection(seg.configs), synth: synthWithCoco(train.synth) };
 }
 
-export { DET_PRESET_NAMES };

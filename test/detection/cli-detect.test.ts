@@ -11,6 +11,7 @@ import { saveSafetensors } from '../../src/nn/serialization.js';
 import { loadDetConfig } from '../../src/tasks/detection/configs.js';
 import { buildDetector } from '../../src/tasks/detection/detector.js';
 import { runBin } from '../cli/helpers.js';
+import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { T, type StorageDesc, type Value, torchZip } from '../io/torchfile.js';
 
 /** A tiny random-weight detector for 64×64 synthetic scenes (seconds to build and run). */
@@ -217,5 +218,19 @@ test('detect --checkpoint: an mmdetection .pth (state_dict + meta.CLASSES) and a
     assert.match(none.stderr, /nope\.pth/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the COCO ViT-Adapter-T preset builds the authors\' Mask R-CNN: state-dict keys and shapes of the fixture key list', { skip: skipUnlessFixtures('detection/mask_rcnn_adapter_tiny_keys.json') }, () => {
+  const want = (JSON.parse(readFileSync(fixturePath('detection/mask_rcnn_adapter_tiny_keys.json'), 'utf8')) as { shapes: Record<string, number[]> }).shapes;
+  const cfg = loadDetConfig('mask_rcnn_deit_adapter_tiny_fpn_3x_coco');
+  assert.equal(cfg.classes.length, 80);
+  assert.equal(cfg.category_ids[79], 90);
+  const model = buildDetector(cfg);
+  try {
+    const got = Object.fromEntries([...model.stateDictShapes()].map(([k, s]) => [k, s]));
+    assert.deepEqual(got, want);
+  } finally {
+    model.dispose();
   }
 });

@@ -7,7 +7,7 @@
 import { noGrad, scope } from '../../engine/index.js';
 import { StateDictError } from '../../nn/index.js';
 import { openStateDict } from '../../nn/serialization.js';
-import { type Detections, type DetectorBackbone, MaskRCNN, type MaskRCNNConfig } from '../../models/detectors/index.js';
+import { type Detections, type DetectorBackbone, MaskRCNN, type MaskRCNNConfig, buildMaskRCNN } from '../../models/detectors/index.js';
 import { buildBackbone } from '../segmentation/inference.js';
 import type { DetConfig } from './configs.js';
 import { type DetImageMeta, type DetRgbImage, detInputTensor, prepareDetectionInput } from './pipeline.js';
@@ -20,16 +20,25 @@ export interface DetBuildOptions {
   allowNonfinite?: boolean;
 }
 
-/** Builds the config's Mask R-CNN with random (initialised) weights, in eval mode. */
+/**
+ * Builds the config's Mask R-CNN with random (initialised) weights, in eval mode. A ViT-Adapter backbone is built by
+ * `buildMaskRCNN` (the `detection` variant; the configs' `None` window sizes of global-attention blocks accepted);
+ * other backbone types by the segmentation task's backbone builder.
+ */
 export function buildDetector(config: DetConfig, o: DetBuildOptions = {}): MaskRCNN {
-  const { backbone: backboneCfg, ...heads } = config.model;
-  const backbone = buildBackbone(backboneCfg) as unknown as DetectorBackbone;
   let model: MaskRCNN;
-  try {
-    model = new MaskRCNN(heads as unknown as MaskRCNNConfig, backbone);
-  } catch (e) {
-    backbone.dispose();
-    throw e;
+  const type = config.model.backbone.type ?? 'ViTAdapter';
+  if (type === 'ViTAdapter') {
+    model = buildMaskRCNN(config.model as unknown as MaskRCNNConfig);
+  } else {
+    const { backbone: backboneCfg, ...heads } = config.model;
+    const backbone = buildBackbone(backboneCfg) as unknown as DetectorBackbone;
+    try {
+      model = new MaskRCNN(heads as unknown as MaskRCNNConfig, backbone);
+    } catch (e) {
+      backbone.dispose();
+      throw e;
+    }
   }
   model.eval();
   if (o.device && o.device !== 'cpu') model.to(o.device);

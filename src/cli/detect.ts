@@ -5,10 +5,10 @@
  * instances as COCO JSON). {@link withDetection} wraps the segmentation / training command objects so that their
  * behaviour without the new options is unchanged.
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { manualSeed } from '../engine/index.js';
-import { ensureDir, writeFileAtomic } from '../io/files.js';
+import { ensureDir, readRegularFile, writeFileAtomic } from '../io/files.js';
 import { DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, type ImageLimits, readImage } from '../io/image.js';
 import type { MaskRCNN } from '../models/detectors/index.js';
 import { ProgressBar } from '../tools/progress.js';
@@ -300,7 +300,8 @@ export function isDetectionConfig(nameOrPath: string | undefined): boolean {
   if (isDetPreset(nameOrPath)) return true;
   if (!nameOrPath.toLowerCase().endsWith('.json')) return false;
   try {
-    const raw = JSON.parse(readFileSync(nameOrPath, 'utf8')) as { task?: unknown; base?: unknown };
+    // a regular file of at most 16 MiB, as the config loaders read it (a FIFO named *.json must not hang)
+    const raw = JSON.parse(new TextDecoder().decode(readRegularFile(nameOrPath, { maxBytes: 16 * 2 ** 20, what: 'config file' }))) as { task?: unknown; base?: unknown };
     return raw.task === 'detection' || (typeof raw.base === 'string' && isDetPreset(raw.base));
   } catch {
     return false; // the segmentation loader reports unreadable files

@@ -3,13 +3,22 @@
  * 5,000 images of COCO-like sizes, 80 classes, ~7 GT objects per image (1% crowd regions) and 100 detections per image
  * (jittered true positives with duplicates and confused classes at higher scores, background boxes at low scores).
  *
- *   node dist/bench/coco-eval.js [--images 5000] [--segm-images 500] [--quick] [--json]
+ *   node dist/bench/coco-eval.js [--images 5000] [--segm-images 500] [--quick] [--json] [--python EXE | --no-python]
  *
  * Prints the absolute evaluation time (results validation + evaluate + accumulate + summarize, as `eval-coco` runs
  * them after reading the files) and the cost per image, for bbox on the full set and segm (polygon GT rasterised,
  * compressed-RLE detections) on a subset; also the JSON parse time of the results file. The issue's target: bbox on
  * 5,000 images in under 30 s on a 2-core CPU (the evaluation is single-threaded).
+ *
+ * Baseline: when `EXE -c "import pycocotools"` works (standalone default `python3`), the same files are evaluated by
+ * pycocotools in a child process, timed the same way (`loadRes` of the parsed list + evaluate + accumulate +
+ * summarize; reading the JSON and indexing the GT excluded on both sides); the bench prints the time ratio and the
+ * largest difference of the 12 stats and of the per-category APs (a parity check on a large set).
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CocoJson, type CocoResult, countsToString, evaluateCoco, frPolyData, parseCocoJson } from '../src/tasks/detection/coco/index.js';
 
@@ -23,7 +32,58 @@ export interface CocoBenchOptions {
   quick?: boolean;
   /** Seed of the synthetic data (default 1). */
   seed?: number;
+  /** A Python with pycocotools to time as the baseline (none by default; standalone runs default to `python3`). */
+  python?: string;
 }
+
+/** The pycocotools side: argv = gt.json results.json iouType; prints one JSON line. */
+const PYCOCO_SCRIPT = `
+import contextlib, io, json, sys, time
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+gt_path, res_path, iou_type = sys.argv[1:4]
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(gt_path)
+res = json.load(open(res_path))
+t0 = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    dt = gt.loadRes(res)
+    E = COCOeval(gt, dt, iou_type)
+    E.evaluate(); E.accumulate(); E.summarize()
+sec = time.perf_counter() - t0
+p = E.eval['precision']
+per_cat = []
+for k in range(p.shape[2]):
+    x = p[:, :, k, 0, -1]
+    per_cat.append(float(np.mean(x[x > -1])) if (x > -1).any() else -1.0)
+print(json.dumps({'seconds': sec, 'stats': [float(v) for v in E.stats], 'per_category': per_cat}))
+`;
+
+/** Why pycocotools cannot run with `exe`, or null. */
+function pycocoProblem(exe: string): string | null {
+  const r = spawnSync(exe, ['-c', 'import pycocotools.cocoeval'], { encoding: 'utf8' });
+  if (r.error) return `${exe}: ${r.error.message}`;
+  if (r.status !== 0) return `${exe} -c "import pycocotools.cocoeval" failed: ${(r.stderr || '').trim().split('\n').pop()}`;
+  return null;
+}
+
+/** Runs pycocotools on the same data; returns its seconds, stats and per-category APs. */
+function runPycoco(exe: string, gt: unknown, resultsText: string, iouType: string): { seconds: number; stats: number[]; per_category: number[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'coco-bench-'));
+  try {
+    writeFileSync(join(dir, 'gt.json'), JSON.stringify(gt));
+    writeFileSync(join(dir, 'res.json'), resultsText);
+    const r = spawnSync(exe, ['-c', PYCOCO_SCRIPT, join(dir, 'gt.json'), join(dir, 'res.json'), iouType], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    if (r.error) throw r.error;
+    if (r.status !== 0) throw new Error(`pycocotools baseline failed (status ${r.status}):\n${r.stderr}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as { seconds: number; stats: number[]; per_category: number[] };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const maxDiff = (a: number[], b: number[]): number => Math.max(...a.map((v, i) => Math.abs(v - b[i]!)));
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -147,11 +207,21 @@ export async function benchCocoEval(opts: CocoBenchOptions = {}): Promise<Record
   out.bbox_ap = r.stats[0];
   out.bbox_ap50 = r.stats[1];
   out.bbox_ar100 = r.stats[8];
+  const problem = opts.python ? pycocoProblem(opts.python) : 'not requested';
+  out.pycocotools = problem ?? opts.python;
+  if (!problem) {
+    const py = runPycoco(opts.python!, box.gt, text, 'bbox');
+    out.pycocotools_bbox_s = py.seconds;
+    out.bbox_ratio_vs_pycocotools = (out.bbox_s as number) / py.seconds;
+    out.bbox_max_stat_diff = maxDiff(r.stats, py.stats);
+    out.bbox_max_per_category_diff = maxDiff(r.perCategoryAp.map((c) => c.ap), py.per_category);
+  }
 
   if (segmImages > 0) {
     const seg = synthCoco(segmImages, seed + 1, true);
     const sgt = parseCocoJson(seg.gt, 'synthetic-segm');
-    const parsedSeg = JSON.parse(JSON.stringify(seg.results)) as unknown;
+    const segText = JSON.stringify(seg.results);
+    const parsedSeg = JSON.parse(segText) as unknown;
     const t1 = performance.now();
     const rs = evaluateCoco(sgt, parsedSeg, 'segm');
     out.segm_images = segmImages;
@@ -159,12 +229,19 @@ export async function benchCocoEval(opts: CocoBenchOptions = {}): Promise<Record
     out.segm_s = (performance.now() - t1) / 1000;
     out.segm_ms_per_image = ((out.segm_s as number) * 1000) / segmImages;
     out.segm_ap = rs.stats[0];
+    if (!problem) {
+      const py = runPycoco(opts.python!, seg.gt, segText, 'segm');
+      out.pycocotools_segm_s = py.seconds;
+      out.segm_ratio_vs_pycocotools = (out.segm_s as number) / py.seconds;
+      out.segm_max_stat_diff = maxDiff(rs.stats, py.stats);
+      out.segm_max_per_category_diff = maxDiff(rs.perCategoryAp.map((c) => c.ap), py.per_category);
+    }
   }
   return out;
 }
 
 async function mainCli(argv: string[]): Promise<void> {
-  const o: CocoBenchOptions = {};
+  const o: CocoBenchOptions = { python: 'python3' };
   let json = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -178,8 +255,10 @@ async function mainCli(argv: string[]): Promise<void> {
     else if (a === '--seed') o.seed = val();
     else if (a === '--quick') o.quick = true;
     else if (a === '--json') json = true;
+    else if (a === '--python') o.python = argv[++i] ?? '';
+    else if (a === '--no-python') o.python = '';
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/bench/coco-eval.js [--images 5000] [--segm-images 500] [--seed 1] [--quick] [--json]');
+      console.log('usage: node dist/bench/coco-eval.js [--images 5000] [--segm-images 500] [--seed 1] [--quick] [--json] [--python EXE | --no-python]');
       return;
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -194,6 +273,15 @@ async function mainCli(argv: string[]): Promise<void> {
   if (r.segm_images !== undefined) {
     console.log(`segm: ${r.segm_images} images, ${r.segm_detections} detections: ${f(r.segm_s)} s, ${f(r.segm_ms_per_image, 3)} ms per image; AP ${f(r.segm_ap, 3)}`);
   }
+  if (r.pycocotools_bbox_s !== undefined) {
+    console.log(`pycocotools (${r.pycocotools}), same data: bbox ${f(r.pycocotools_bbox_s)} s → ratio ${f(r.bbox_ratio_vs_pycocotools, 3)}; ` +
+      `max |stats diff| ${String(r.bbox_max_stat_diff)}, per-category ${String(r.bbox_max_per_category_diff)}`);
+    if (r.pycocotools_segm_s !== undefined) {
+      console.log(`  segm ${f(r.pycocotools_segm_s)} s → ratio ${f(r.segm_ratio_vs_pycocotools, 3)}; max |stats diff| ${String(r.segm_max_stat_diff)}, ` +
+        `per-category ${String(r.segm_max_per_category_diff)}`);
+    }
+  } else console.log(`pycocotools baseline: ${String(r.pycocotools)}`);
+  console.log(`machine load average: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.log('target (issue 10): bbox on 5,000 images under 30 s on a 2-core CPU');
 }
 

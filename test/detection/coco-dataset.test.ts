@@ -84,6 +84,9 @@ test('results: loadRes semantics (ids, areas, the first result decides the kind)
   // with a box in the first result, the box decides the area even for masks (mmdetection's results)
   const both = loadCocoResults(gt, [{ image_id: 5, category_id: 1, segmentation: rle, bbox: [0, 0, 10, 10], score: 0.3 }], 'segm');
   assert.equal(both[0]!.area, 100);
+  // an empty bbox in the first result selects the mask branch (pycocotools' `not ann['bbox'] == []`)
+  const emptyBox = loadCocoResults(gt, [{ image_id: 5, category_id: 1, segmentation: rle, bbox: [], score: 0.3 }], 'segm');
+  assert.deepEqual([emptyBox[0]!.area, emptyBox[0]!.bbox], [6, [40, 20, 2, 3]]);
 
   assert.throws(() => loadCocoResults(gt, { a: 1 }, 'bbox'), /results must be a list/);
   assert.throws(() => loadCocoResults(gt, [{ image_id: 6, category_id: 1, bbox: [0, 0, 1, 1], score: 1 }], 'bbox'), /results\[0\]: image_id 6 is not an image of the ground truth/);

@@ -327,7 +327,9 @@ export function loadCocoResults(gt: CocoDataset, results: unknown, iouType: 'bbo
       rle = rleData(s, where, true);
       seg = s as unknown as RLE;
       area = areaOfData(rle);
-      bbox = 'bbox' in r ? box(r.bbox, where) : (bboxOfData(rle) as [number, number, number, number]);
+      // an empty "bbox" (the reason this branch was taken) counts as absent
+      const given = 'bbox' in r && !(Array.isArray(r.bbox) && r.bbox.length === 0);
+      bbox = given ? box(r.bbox, where) : (bboxOfData(rle) as [number, number, number, number]);
     }
     out[i] = { id: i + 1, image_id: imageId, category_id: categoryId, score, bbox, area, segmentation: seg };
     if (rle) out[i]!.rle = rle;

@@ -17,6 +17,12 @@
 
 #include <cstdint>
 
+// Kernel launch. native/test/det_cuda_emu_test.cc defines VITA_DET_CUDA_EMULATION and its own VITA_DET_LAUNCH to run
+// these kernels on the CPU (native/test/cuda_emu) where no GPU is available.
+#ifndef VITA_DET_CUDA_EMULATION
+#define VITA_DET_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<(blocks), (threads), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
 namespace vita_det_cuda {
 namespace {
 
@@ -208,11 +214,11 @@ cudaError_t roi_align_forward(bool is_double, const void* input, const void* roi
   const int64_t total = d.K * d.C * d.PH * d.PW;
   if (total == 0) return cudaSuccess;
   if (is_double) {
-    roi_align_forward_kernel<double><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const double*>(input), static_cast<const double*>(rois), static_cast<double*>(output), d);
+    VITA_DET_LAUNCH(roi_align_forward_kernel<double>, blocks_for(total), kThreads, stream,
+                    static_cast<const double*>(input), static_cast<const double*>(rois), static_cast<double*>(output), d);
   } else {
-    roi_align_forward_kernel<float><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const float*>(input), static_cast<const float*>(rois), static_cast<float*>(output), d);
+    VITA_DET_LAUNCH(roi_align_forward_kernel<float>, blocks_for(total), kThreads, stream,
+                    static_cast<const float*>(input), static_cast<const float*>(rois), static_cast<float*>(output), d);
   }
   return cudaGetLastError();
 }
@@ -222,11 +228,13 @@ cudaError_t roi_align_backward(bool is_double, const void* grad_output, const vo
   const int64_t total = d.K * d.C * d.PH * d.PW;
   if (total == 0) return cudaSuccess;
   if (is_double) {
-    roi_align_backward_kernel<double><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const double*>(grad_output), static_cast<const double*>(rois), static_cast<double*>(grad_input), d);
+    VITA_DET_LAUNCH(roi_align_backward_kernel<double>, blocks_for(total), kThreads, stream,
+                    static_cast<const double*>(grad_output), static_cast<const double*>(rois),
+                    static_cast<double*>(grad_input), d);
   } else {
-    roi_align_backward_kernel<float><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const float*>(grad_output), static_cast<const float*>(rois), static_cast<float*>(grad_input), d);
+    VITA_DET_LAUNCH(roi_align_backward_kernel<float>, blocks_for(total), kThreads, stream,
+                    static_cast<const float*>(grad_output), static_cast<const float*>(rois),
+                    static_cast<float*>(grad_input), d);
   }
   return cudaGetLastError();
 }
@@ -237,11 +245,11 @@ cudaError_t nms_mask(bool is_double, const void* boxes, int64_t n, float iou_thr
   const int64_t total = n * words;
   if (total == 0) return cudaSuccess;
   if (is_double) {
-    nms_mask_kernel<double><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const double*>(boxes), n, words,
-                                                                        iou_threshold, mask);
+    VITA_DET_LAUNCH(nms_mask_kernel<double>, blocks_for(total), kThreads, stream, static_cast<const double*>(boxes), n,
+                    words, iou_threshold, mask);
   } else {
-    nms_mask_kernel<float><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const float*>(boxes), n, words,
-                                                                       iou_threshold, mask);
+    VITA_DET_LAUNCH(nms_mask_kernel<float>, blocks_for(total), kThreads, stream, static_cast<const float*>(boxes), n,
+                    words, iou_threshold, mask);
   }
   return cudaGetLastError();
 }

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace vita_det_cuda {
 
@@ -31,5 +32,20 @@ cudaError_t roi_align_backward(bool is_double, const void* grad_output, const vo
 // of row i is set when j > i and IoU(i, j) > iou_threshold (IoU in the boxes' dtype, mmcv's operation order).
 cudaError_t nms_mask(bool is_double, const void* boxes, int64_t n, float iou_threshold, unsigned long long* mask,
                      cudaStream_t stream);
+
+// The greedy scan over a (host copy of the) mask from nms_mask: `order[a]` is the original index of sorted box a.
+// Returns the kept original indices in sorted (descending score) order.
+inline std::vector<int64_t> nms_scan(const unsigned long long* mask, int64_t n, const int64_t* order) {
+  const int64_t words = (n + 63) / 64;
+  std::vector<unsigned long long> removed(static_cast<size_t>(words), 0ULL);
+  std::vector<int64_t> keep;
+  for (int64_t a = 0; a < n; ++a) {
+    if ((removed[static_cast<size_t>(a / 64)] >> (a % 64)) & 1ULL) continue;
+    keep.push_back(order[a]);
+    const unsigned long long* row = mask + a * words;
+    for (int64_t w = a / 64; w < words; ++w) removed[static_cast<size_t>(w)] |= row[w];
+  }
+  return keep;
+}
 
 }  // namespace vita_det_cuda

@@ -209,15 +209,8 @@ at::Tensor nms_cuda(const at::Tensor& boxes_in, const at::Tensor& scores_in, dou
                                                   at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
   at::Tensor mask_h = mask.to(at::kCPU);
-  const auto* m = reinterpret_cast<const unsigned long long*>(mask_h.data_ptr<int64_t>());
-  std::vector<unsigned long long> removed(static_cast<size_t>(words), 0ULL);
-  std::vector<int64_t> keep;
-  for (int64_t a = 0; a < n; ++a) {
-    if (removed[a / 64] >> (a % 64) & 1ULL) continue;
-    keep.push_back(order[static_cast<size_t>(a)]);
-    const unsigned long long* row = m + a * words;
-    for (int64_t w = a / 64; w < words; ++w) removed[w] |= row[w];
-  }
+  const std::vector<int64_t> keep = vita_det_cuda::nms_scan(
+      reinterpret_cast<const unsigned long long*>(mask_h.data_ptr<int64_t>()), n, order.data());
   at::Tensor out = at::empty({static_cast<int64_t>(keep.size())}, at::TensorOptions().dtype(at::kLong));
   std::copy(keep.begin(), keep.end(), out.data_ptr<int64_t>());
   return out.to(boxes_in.device());

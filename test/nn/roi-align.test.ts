@@ -1,14 +1,19 @@
 /**
  * RoIAlign (src/nn/ops/roi-align.ts): hand-derived values, the native kernel against the tensor-op composition
  * (forward and gradients, float64 and float32), both against the Mask R-CNN fixture's RoI features
- * (../shared/fixtures/detection), and error handling.
+ * (../shared/fixtures/detection), error handling, and the CUDA kernels (det_cuda.cu) compiled with nvcc and run under
+ * the CPU emulation of native/test/cuda_emu (native/test/build-det-emu.sh).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Tensor, cat, fromBytes, op, randn, manualSeed, tensor, zeros } from '../../src/engine/index.js';
 import { readSafetensors } from '../../src/io/index.js';
 import { hasNativeRoIAlign, roiAlign, type RoIAlignOptions } from '../../src/nn/index.js';
-import { fixturePath, skipUnlessFixtures } from '../helpers/fixtures.js';
+import { fixturePath, repoRoot, skipUnlessFixtures } from '../helpers/fixtures.js';
 import { gradcheck } from '../helpers/gradcheck.js';
 import { assertClose, relErr, rng, values } from '../helpers/numeric.js';
 
@@ -114,6 +119,37 @@ describe('native roi_align against the composition', { skip: skipNative }, () =>
       assert.ok(grad <= tol, `gradient rel err ${grad} > ${tol}`);
     });
   }
+
+  test('the NCHW and channels-last CPU kernels give bit-identical outputs and gradients (float32, float64)', () => {
+    const saved = process.env.VITA_ROI_ALIGN_LAYOUT;
+    try {
+      for (const dtype of ['float32', 'float64'] as const) {
+        manualSeed(5);
+        const x = randn([2, 16, 20, 27], { dtype });
+        const rois = tensor(randomRois(60, 2, 20, 27, 1 / 8, 77), { dtype });
+        const g = randn([60, 16, 7, 7], { dtype });
+        const run = (layout: string): [number[], number[]] => {
+          process.env.VITA_ROI_ALIGN_LAYOUT = layout;
+          const xi = x.detach().requiresGrad_();
+          const y = roiAlign(xi, rois, { outputSize: 7, spatialScale: 1 / 8, impl: 'native' });
+          y.mul(g).sum().backward();
+          return [values(y), values(xi.grad!)];
+        };
+        const [ya, ga] = run('nchw');
+        const [yb, gb] = run('nhwc');
+        assert.deepEqual(yb, ya, `${dtype} forward`);
+        assert.deepEqual(gb, ga, `${dtype} gradient`);
+        const xc = x.detach().requiresGrad_();
+        const yc = roiAlign(xc, rois, { outputSize: 7, spatialScale: 1 / 8, impl: 'composition' });
+        yc.mul(g).sum().backward();
+        const tol = dtype === 'float64' ? 1e-13 : 2e-6;
+        assert.ok(relErr(ya, values(yc)) <= tol && relErr(ga, values(xc.grad!)) <= tol);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.VITA_ROI_ALIGN_LAYOUT;
+      else process.env.VITA_ROI_ALIGN_LAYOUT = saved;
+    }
+  });
 
   test('the float32 kernel reproduces the float32 composition sample for sample on an exact case', () => {
     // integer-valued map and RoIs whose sample weights are exact binary fractions: both sums are exact
@@ -251,5 +287,37 @@ test('RoI features of the Mask R-CNN fixture (proposals, mask RoIs, the hand-mad
         assert.ok(err <= tol, `${impl} ${dtype} ${c.name}: rel err ${err} > ${tol}`);
       }
     }
+  }
+});
+
+// ---- CUDA kernels (no GPU here): nvcc compilation and a CPU emulation run -------------------------------------
+
+function findNvcc(): string | null {
+  for (const c of [process.env.NVCC, '/usr/local/cuda/bin/nvcc', '/usr/local/bin/nvcc']) if (c && existsSync(c)) return c;
+  const r = spawnSync('sh', ['-c', 'command -v nvcc'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
+}
+
+test('det_cuda.cu compiles with nvcc (sm_80)', { skip: findNvcc() ? false : 'nvcc not installed', timeout: 300_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vita-det-nvcc-'));
+  try {
+    const r = spawnSync(findNvcc()!, ['-std=c++17', '-O2', '-c', join(repoRoot(), 'native/src/det_cuda.cu'), '-o', join(dir, 'det_cuda.o'),
+      '-gencode', 'arch=compute_80,code=sm_80'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `nvcc failed:\n${r.stderr}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('detection CUDA kernels under CPU emulation match the CPU operators (RoIAlign forward bit-identical, NMS identical)', { timeout: 600_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vita-det-emu-'));
+  try {
+    const r = spawnSync('bash', [join(repoRoot(), 'native/test/build-det-emu.sh')], { encoding: 'utf8', env: { ...process.env, OUT_DIR: dir } });
+    assert.equal(r.status, 0, `emulation test failed:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
+    assert.match(r.stdout, /detection CUDA emulation: all passed/);
+    const rows = r.stdout.split('\n').filter((l) => /^ {2}(roi_align|nms) /.test(l));
+    assert.ok(rows.length === 12 && rows.every((l) => l.trimEnd().endsWith('ok')), rows.join('\n'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

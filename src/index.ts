@@ -6,6 +6,7 @@
  * - `nn`: modules with PyTorch-compatible state dicts, layers, initialisers, weight loading;
  * - `models`: the ViT, the ViT-Adapter backbone and presets, the segmentation heads;
  * - `segmentation`: configs, datasets, metrics, the test pipeline, the segmentor, inference and evaluation.
+ * - `detection`: Mask R-CNN configs, the detection test pipeline, COCO results and evaluation, overlays, synthetic COCO data.
  *
  * Each layer is also exported as a namespace of the same name (`engine.tensor`, `segmentation.loadConfig`), and the
  * names below are re-exported flat for convenience (`import { ViTAdapter, loadConfig } from 'vit-adapter'`).
@@ -16,6 +17,7 @@ export * as image from './io/image.js';
 export * as nn from './nn/index.js';
 export * as models from './models/index.js';
 export * as segmentation from './tasks/segmentation/index.js';
+export * as detection from './tasks/detection/index.js';
 
 export * from './engine/index.js';
 export * from './io/index.js';

@@ -11,6 +11,7 @@ import { applyThreads, deviceOption, loadedBlas } from './runtime.js';
 import { segmentationCommands } from './segment.js';
 import { cocoCommands } from './coco.js';
 import { trainingCommands } from './train.js';
+import { withDetection } from './detect.js';
 
 interface Command {
   summary: string;
@@ -133,6 +134,7 @@ const commands: Record<string, Command> = {
   },
   ...segmentationCommands,
   ...trainingCommands,
+  ...withDetection(segmentationCommands, trainingCommands),
   ...cocoCommands,
 };
 

@@ -20,6 +20,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mulberry32 } from '../src/train/random.js';
 import { type CocoJson, type CocoResult, countsToString, evaluateCoco, frPolyData, parseCocoJson } from '../src/tasks/detection/coco/index.js';
 
 /** Options of {@link benchCocoEval}. */
@@ -84,17 +85,6 @@ function runPycoco(exe: string, gt: unknown, resultsText: string, iouType: strin
 }
 
 const maxDiff = (a: number[], b: number[]): number => Math.max(...a.map((v, i) => Math.abs(v - b[i]!)));
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SIZES: [number, number][] = [[640, 480], [480, 640], [640, 427], [427, 640], [500, 375], [640, 360], [612, 612]];
 const NUM_CLASSES = 80;

@@ -17,21 +17,10 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Tensor, cat, getNumThreads, manualSeed, noGrad, randn, scope, tensor } from '../src/engine/index.js';
 import { batchedNms, hasNativeNms, hasNativeRoIAlign, nms, roiAlign } from '../src/nn/index.js';
+import { mulberry32 as rng } from '../src/train/random.js';
 import { ms, timeCalls, type Stats } from './common.js';
 
 type Impl = 'native' | 'composition';
-
-/** A deterministic uniform generator (mulberry32). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const STRIDES = [4, 8, 16, 32];
 

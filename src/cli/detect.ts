@@ -23,15 +23,10 @@ import { writeSyntheticCoco } from '../tasks/detection/synthetic.js';
 import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
 import { print, warn } from './output.js';
 import { applyThreads, deviceOption } from './runtime.js';
-import { outputNames } from './segment.js';
+import { type SegCommand, outputNames } from './segment.js';
 
-/** A CLI command (the shape of `main.ts`'s `commands` entries). */
-export interface DetCommand {
-  summary: string;
-  usage: string;
-  options: OptionSpec;
-  run(p: Parsed): Promise<number> | number;
-}
+/** A CLI command (the shape of `main.ts`'s `commands` entries; the same as the segmentation commands'). */
+export type DetCommand = SegCommand;
 
 /** The warning printed whenever a detector runs without trained weights. */
 export const DET_UNTRAINED_WARNING =

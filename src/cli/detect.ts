@@ -234,7 +234,9 @@ const DET_EVAL_OPTIONS: OptionSpec = {
 const DET_EVAL_USAGE = 'vit-adapter eval --task detection --config NAME|file.json [--checkpoint FILE] --data COCO_ROOT [--ann FILE] ' +
   '[--img-dir DIR] [--limit N] [--device cpu|cuda] [--threads N] [--seed N] [--results dt.json] [--out metrics.json] [--json]';
 
-const fmtStats = (s: number[]): string => ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'].map((k, i) => `${k} ${(s[i]! * 100).toFixed(1)}`).join('  ');
+/** AP figures in percent; -1 (pycocotools: nothing to evaluate in that slice) prints as `n/a`. */
+const fmtStats = (s: number[]): string => ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+  .map((k, i) => `${k} ${s[i]! < 0 ? 'n/a' : (s[i]! * 100).toFixed(1)}`).join('  ');
 
 /** `eval --task detection`: runs the detector over a COCO split, bbox and segm COCOeval. */
 async function runDetectionEval(p: Parsed): Promise<number> {

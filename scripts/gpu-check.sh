@@ -1,7 +1,8 @@
 #!/bin/bash
 # GPU check: on a machine with an NVIDIA GPU (H100/H200), CUDA (nvcc) and a Python PyTorch 2.x but no Node.js,
 # builds the addon against that torch, then runs `info`, `check-reference --device cuda`, the training benchmark
-# (bench/train.ts) for ViT-Adapter-T and -S at 512x512 batch 8 in float32 and bf16, and the test suite (last).
+# (bench/train.ts) for ViT-Adapter-T and -S at 512x512 batch 8 in float32 and bf16, the CUDA detection-kernel tests
+# (test/native/cuda-detect-ops), and the test suite (last). check-reference includes the Mask R-CNN fixture.
 # Prepare the checkout first, on a machine with Node: scripts/gpu-prepare.sh (packs .node-runtime/ and .gpu/).
 #
 #   scripts/gpu-check.sh                 # logs + summary.json under $OUT (else ./gpu-out)
@@ -120,12 +121,17 @@ if [ -d "$fixtures/reference" ]; then
   for f in "$fixtures"/reference/vit_adapter_*.json; do [ -e "$f" ] && refs+=("${f%.json}"); done
   for f in "$fixtures"/reference/msda_*.safetensors; do [ -e "$f" ] && refs+=("$f"); done
 fi
+[ -f "$fixtures/detection/maskrcnn_small.json" ] && refs+=("$fixtures/detection/maskrcnn_small")
 if [ ${#refs[@]} -gt 0 ]; then
   run_step check-reference 90 node dist/src/cli/bin.js check-reference "${refs[@]}" --device "$device"
 else
   echo '== check-reference: skipped (no reference fixtures)'
   results+=("check-reference|skipped (no fixtures)|0|-")
 fi
+
+# the CUDA-only tests early (the whole suite runs last, on what is left of the budget): deformable attention,
+# RoIAlign / NMS on the device against the CPU kernels (test/native/cuda-*.test.ts), CUDA memory statistics
+run_step cuda-tests 90 env VIT_ADAPTER_TEST_FILTER="${GPU_CHECK_CUDA_FILTER:-test/native/cuda-detect}" node scripts/run-tests.mjs
 
 bench() {  # bench NAME PRESET AMP|-
   local name=$1 preset=$2 amp=$3

@@ -55,6 +55,7 @@ copy() {  # copy <sub>/<files...> of the fixtures (globs relative to the fixture
 copy reference README.md msda_*.safetensors vit_adapter_micro*
 copy heads '*'
 copy training '*'
+copy detection README.md 'maskrcnn_small*'
 chmod -R u+w .gpu
 
 echo '== size check'

@@ -62,6 +62,14 @@ export function parseArgs(argv: readonly string[], spec: OptionSpec, command: st
   return out;
 }
 
+/** Returns a string option, undefined when absent; a flag given without its value is a usage error. */
+export function stringOption(p: Parsed, key: string): string | undefined {
+  const v = p.options[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
+  return v;
+}
+
 /** Returns a positive integer option or its default. */
 export function intOption(p: Parsed, key: string, dflt: number, min = 1): number {
   const v = p.options[key];

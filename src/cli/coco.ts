@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { ensureDir, writeFileAtomic } from '../io/files.js';
 import { type CocoEvalOutput, evaluateCoco, formatPythonFixed, loadCocoJson, readJsonFile } from '../tasks/detection/coco/index.js';
 import { ProgressBar } from '../tools/progress.js';
-import { type OptionSpec, type Parsed, UsageError } from './args.js';
+import { type OptionSpec, type Parsed, UsageError, stringOption } from './args.js';
 import { print, warn } from './output.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries). */
@@ -20,12 +20,6 @@ export interface CocoCommand {
   run(p: Parsed): Promise<number> | number;
 }
 
-function str(p: Parsed, key: string): string | undefined {
-  const v = p.options[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
-  return v;
-}
 
 /**
  * The `--json` object: `stats` (12 numbers) and `per_category` keyed by category name (by id where a name is empty
@@ -49,15 +43,15 @@ export const evalCocoCommand: CocoCommand = {
   options: { gt: 'string', results: 'string', 'iou-type': 'string', out: 'string', json: 'boolean' },
   run(p) {
     if (p.positionals.length) throw new UsageError(`eval-coco: takes no positional arguments (got ${p.positionals.join(' ')}); use --gt and --results`);
-    const gtPath = str(p, 'gt');
-    const resPath = str(p, 'results');
-    const iouType = str(p, 'iou-type');
+    const gtPath = stringOption(p, 'gt');
+    const resPath = stringOption(p, 'results');
+    const iouType = stringOption(p, 'iou-type');
     if (!gtPath) throw new UsageError('eval-coco: --gt ANNOTATIONS.json is required (a COCO annotation file)');
     if (!resPath) throw new UsageError('eval-coco: --results RESULTS.json is required (a list of {image_id, category_id, bbox|segmentation, score})');
     if (iouType !== 'bbox' && iouType !== 'segm') {
       throw new UsageError(`eval-coco: --iou-type must be bbox or segm${iouType === undefined ? ' (required)' : `, got ${JSON.stringify(iouType)}`}`);
     }
-    const out = str(p, 'out');
+    const out = stringOption(p, 'out');
     if (out) ensureDir(dirname(resolve(out)));
     const t0 = performance.now();
     const gt = loadCocoJson(gtPath);

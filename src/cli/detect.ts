@@ -5,11 +5,10 @@
  * instances as COCO JSON). {@link withDetection} wraps the segmentation / training command objects so that their
  * behaviour without the new options is unchanged.
  */
-import { readdirSync, statSync } from 'node:fs';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { manualSeed } from '../engine/index.js';
 import { ensureDir, readRegularFile, writeFileAtomic } from '../io/files.js';
-import { DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, type ImageLimits, readImage } from '../io/image.js';
+import { readImage } from '../io/image.js';
 import type { MaskRCNN } from '../models/detectors/index.js';
 import { ProgressBar } from '../tools/progress.js';
 import { listConfigs } from '../tasks/segmentation/configs.js';
@@ -20,10 +19,10 @@ import { buildDetector, detectImage, loadDetector } from '../tasks/detection/det
 import { type DetEvalResult, detectionsToCocoResults, evaluateDetection } from '../tasks/detection/evaluate.js';
 import { writeOverlay } from '../tasks/detection/overlay.js';
 import { writeSyntheticCoco } from '../tasks/detection/synthetic.js';
-import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
+import { type OptionSpec, type Parsed, UsageError, intOption, stringOption } from './args.js';
 import { print, warn } from './output.js';
 import { applyThreads, deviceOption } from './runtime.js';
-import { type SegCommand, outputNames } from './segment.js';
+import { type SegCommand, imageLimits, listImages, outputNames } from './segment.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries; the same as the segmentation commands'). */
 export type DetCommand = SegCommand;
@@ -35,28 +34,6 @@ export const DET_UNTRAINED_WARNING =
 
 /** The detection config used when `--config` is not given. */
 export const DEFAULT_DET_CONFIG = 'mask_rcnn_deit_adapter_tiny_fpn_3x_coco';
-
-const IMAGE_EXTS = new Set(['.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff']);
-
-function str(p: Parsed, key: string): string | undefined {
-  const v = p.options[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
-  return v;
-}
-
-function limitsOf(p: Parsed): ImageLimits {
-  const num = (key: string, dflt: number): number => {
-    const v = p.options[key];
-    if (v === undefined) return dflt;
-    if (typeof v !== 'number' || !(v > 0)) throw new UsageError(`--${key} must be a positive number, got ${String(v)}`);
-    return v;
-  };
-  return {
-    maxPixels: Math.floor(num('max-megapixels', DEFAULT_MAX_IMAGE_PIXELS / 1e6) * 1e6),
-    maxBytes: Math.floor(num('max-file-mib', DEFAULT_MAX_IMAGE_BYTES / 2 ** 20) * 2 ** 20),
-  };
-}
 
 /** Builds (seeded random weights, with the warning) or loads the detector. */
 function prepareDetector(config: DetConfig, checkpoint: string | undefined, seed: number, device: string, allowNonfinite: boolean): MaskRCNN {
@@ -71,48 +48,6 @@ function prepareDetector(config: DetConfig, checkpoint: string | undefined, seed
   return model;
 }
 
-/** Images named on the command line (folders expanded, sorted), and the inputs that cannot be used. */
-function listImages(inputs: readonly string[]): { files: string[]; failures: { input: string; error: string }[] } {
-  const files: string[] = [];
-  const failures: { input: string; error: string }[] = [];
-  for (const inp of inputs) {
-    let st;
-    try {
-      st = statSync(inp);
-    } catch (e) {
-      failures.push({ input: inp, error: `no such file or folder (${(e as NodeJS.ErrnoException).code ?? 'error'})` });
-      continue;
-    }
-    if (st.isDirectory()) {
-      let names: string[];
-      try {
-        names = readdirSync(inp);
-      } catch (e) {
-        failures.push({ input: inp, error: `cannot list folder (${(e as Error).message})` });
-        continue;
-      }
-      const found = names.filter((f) => !f.startsWith('.') && IMAGE_EXTS.has(extname(f).toLowerCase()) && !/_detections\.png$/i.test(f)).sort();
-      let n = 0;
-      for (const f of found) {
-        const path = join(inp, f);
-        try {
-          if (!statSync(path).isFile()) continue;
-        } catch {
-          failures.push({ input: path, error: 'dangling symbolic link (its target does not exist)' });
-          continue;
-        }
-        files.push(path);
-        n++;
-      }
-      if (n === 0) failures.push({ input: inp, error: `no images (${[...IMAGE_EXTS].join(' ')}) in folder` });
-    } else if (!st.isFile()) {
-      failures.push({ input: inp, error: 'not a regular file' });
-    } else {
-      files.push(inp);
-    }
-  }
-  return { files, failures };
-}
 
 /** `--score-thr`: a number in [0, 1]. */
 function scoreThrOption(p: Parsed, dflt: number): number {
@@ -134,19 +69,19 @@ export const detectCommand: DetCommand = {
   async run(p) {
     applyThreads(p);
     if (p.positionals.length === 0) throw new UsageError('detect: give at least one image or folder');
-    const config = loadDetConfig(str(p, 'config') ?? DEFAULT_DET_CONFIG);
+    const config = loadDetConfig(stringOption(p, 'config') ?? DEFAULT_DET_CONFIG);
     const device = deviceOption(p);
     const scoreThr = scoreThrOption(p, 0.3);
     const seed = intOption(p, 'seed', 0, 0);
     const top = intOption(p, 'top', 10, 0);
-    const limits = limitsOf(p);
+    const limits = imageLimits(p);
     const failFast = Boolean(p.options['fail-fast']);
     const json = Boolean(p.options.json);
-    const { files, failures } = listImages(p.positionals);
+    const { files, failures } = listImages(p.positionals, { outputs: /_detections\.png$/i });
     for (const f of failures) warn(`error: ${f.input}: ${f.error}`);
     if (failFast && failures.length) files.length = 0;
-    const outDir = str(p, 'out') ?? 'detect-output';
-    const checkpoint = str(p, 'checkpoint');
+    const outDir = stringOption(p, 'out') ?? 'detect-output';
+    const checkpoint = stringOption(p, 'checkpoint');
     ensureDir(outDir);
     const names = outputNames(files);
     const model = files.length ? prepareDetector(config, checkpoint, seed, device, Boolean(p.options['allow-nonfinite'])) : null;
@@ -242,23 +177,23 @@ const fmtStats = (s: number[]): string => ['AP', 'AP50', 'AP75', 'APs', 'APm', '
 async function runDetectionEval(p: Parsed): Promise<number> {
   applyThreads(p);
   if (p.positionals.length) throw new UsageError(`eval: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-  const data = str(p, 'data');
+  const data = stringOption(p, 'data');
   if (!data) throw new UsageError('eval --task detection: --data COCO_ROOT is required');
-  const config = loadDetConfig(str(p, 'config') ?? DEFAULT_DET_CONFIG);
+  const config = loadDetConfig(stringOption(p, 'config') ?? DEFAULT_DET_CONFIG);
   const limit = p.options.limit === undefined ? undefined : intOption(p, 'limit', 1);
   const device = deviceOption(p);
   const seed = intOption(p, 'seed', 0, 0);
-  const checkpoint = str(p, 'checkpoint');
-  const out = str(p, 'out');
-  const resultsFile = str(p, 'results');
+  const checkpoint = stringOption(p, 'checkpoint');
+  const out = stringOption(p, 'out');
+  const resultsFile = stringOption(p, 'results');
   for (const f of [out, resultsFile]) if (f) ensureDir(dirname(resolve(f)));
   const model = prepareDetector(config, checkpoint, seed, device, Boolean(p.options['allow-nonfinite']));
   let bar: ProgressBar | null = null;
   let r: DetEvalResult;
   try {
     r = await evaluateDetection(model, config, {
-      dataRoot: data, ...(str(p, 'ann') ? { annFile: str(p, 'ann')! } : {}), ...(str(p, 'img-dir') ? { imgDir: str(p, 'img-dir')! } : {}),
-      ...(limit !== undefined ? { limit } : {}), device, limits: limitsOf(p),
+      dataRoot: data, ...(stringOption(p, 'ann') ? { annFile: stringOption(p, 'ann')! } : {}), ...(stringOption(p, 'img-dir') ? { imgDir: stringOption(p, 'img-dir')! } : {}),
+      ...(limit !== undefined ? { limit } : {}), device, limits: imageLimits(p),
       onProgress: (done, total, name) => {
         bar ??= new ProgressBar(total, { label: 'eval' });
         bar.tick(1, name);
@@ -314,7 +249,7 @@ export function evalWithTask(seg: DetCommand): DetCommand {
     usage: `${seg.usage}\n       ${DET_EVAL_USAGE}`,
     options: { ...seg.options, ...DET_EVAL_OPTIONS },
     async run(p) {
-      const task = str(p, 'task') ?? (isDetectionConfig(str(p, 'config')) ? 'detection' : 'segmentation');
+      const task = stringOption(p, 'task') ?? (isDetectionConfig(stringOption(p, 'config')) ? 'detection' : 'segmentation');
       const given = Object.keys(p.options).filter((k) => p.options[k] !== undefined);
       if (task === 'detection') {
         const bad = given.filter((k) => segOnly.includes(k));
@@ -365,7 +300,7 @@ export function synthWithCoco(seg: DetCommand): DetCommand {
     async run(p) {
       if (!p.options.coco) return seg.run(p);
       if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-      const out = str(p, 'out');
+      const out = stringOption(p, 'out');
       if (!out) throw new UsageError('synth: --out DIR is required');
       const count = intOption(p, 'count', 200, 2);
       const size = intOption(p, 'size', 128, 32);

@@ -25,7 +25,7 @@ import {
 import { SegEvaluator } from '../tasks/segmentation/metrics.js';
 import type { EncoderDecoder } from '../tasks/segmentation/segmentor.js';
 import { SYNTHETIC_CLASSES, generateScene } from '../tasks/segmentation/synthetic.js';
-import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
+import { type OptionSpec, type Parsed, UsageError, intOption, stringOption } from './args.js';
 import { print, warn } from './output.js';
 import { applyThreads, deviceOption } from './runtime.js';
 
@@ -64,22 +64,16 @@ const MAX_SCALE_RATIO = 8;
 /** The name under which `segment -` (an image on stdin) is reported and its outputs are named. */
 const STDIN = '-';
 
-function str(p: Parsed, key: string): string | undefined {
-  const v = p.options[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
-  return v;
-}
 
 function modeOption(p: Parsed): 'whole' | 'slide' | undefined {
-  const m = str(p, 'mode');
+  const m = stringOption(p, 'mode');
   if (m === undefined) return undefined;
   if (m !== 'whole' && m !== 'slide') throw new UsageError(`--mode must be whole or slide, got ${JSON.stringify(m)}`);
   return m;
 }
 
 function scalesOption(p: Parsed): number[] | undefined {
-  const s = str(p, 'scales');
+  const s = stringOption(p, 'scales');
   if (s === undefined) return undefined;
   const v = s.split(',').map((x) => x.trim()).filter((x) => x !== '').map(Number);
   if (v.length === 0 || v.some((x) => !Number.isFinite(x) || x <= 0)) {
@@ -104,7 +98,7 @@ function segmentOptions(p: Parsed, device: string): SegmentOptions {
 }
 
 /** `--max-megapixels` / `--max-file-mib`: the image limits (defaults 250 megapixels, 512 MiB). */
-function imageLimits(p: Parsed): Required<ImageLimits> {
+export function imageLimits(p: Parsed): Required<ImageLimits> {
   const num = (key: string, dflt: number): number => {
     const v = p.options[key];
     if (v === undefined) return dflt;
@@ -143,14 +137,20 @@ export interface InputFailure {
   error: string;
 }
 
-/** The images named on the command line (folders expanded, sorted), and the inputs that are already known bad. */
-function listImages(inputs: readonly string[]): { files: string[]; failures: InputFailure[] } {
+/**
+ * The images named on the command line (folders expanded, sorted), and the inputs that are already known bad.
+ *
+ * @param inputs files and folders as given
+ * @param o `outputs`: the command's own output files, skipped when a folder is processed again; `stdinCommand`: the
+ *   command that accepts `-` (standard input, once), else `-` is an ordinary path
+ */
+export function listImages(inputs: readonly string[], o: { outputs: RegExp; stdinCommand?: string }): { files: string[]; failures: InputFailure[] } {
   const files: string[] = [];
   const failures: InputFailure[] = [];
   let stdinSeen = false;
   for (const inp of inputs) {
-    if (inp === STDIN) {
-      if (stdinSeen) throw new UsageError('segment: "-" (standard input) may be given only once');
+    if (inp === STDIN && o.stdinCommand !== undefined) {
+      if (stdinSeen) throw new UsageError(`${o.stdinCommand}: "-" (standard input) may be given only once`);
       stdinSeen = true;
       files.push(inp);
       continue;
@@ -174,8 +174,8 @@ function listImages(inputs: readonly string[]): { files: string[]; failures: Inp
       }
       const found = names
         .filter((f) => !f.startsWith('.') && IMAGE_EXTS.has(extname(f).toLowerCase()))
-        // Skip this command's own outputs when a folder is segmented again.
-        .filter((f) => !/_(labels|overlay)\.png$/i.test(f))
+        // Skip the command's own outputs when a folder is processed again.
+        .filter((f) => !o.outputs.test(f))
         .sort()
         .map((f) => join(inp, f));
       let n = 0;
@@ -264,21 +264,21 @@ export const segmentCommand: SegCommand = {
   async run(p) {
     applyThreads(p);
     if (p.positionals.length === 0) throw new UsageError('segment: give at least one image, folder, or - (standard input)');
-    const config = loadConfig(str(p, 'config') ?? DEFAULT_CONFIG);
+    const config = loadConfig(stringOption(p, 'config') ?? DEFAULT_CONFIG);
     const device = deviceOption(p);
     const opts = segmentOptions(p, device);
     const top = intOption(p, 'top', 5);
     const seed = intOption(p, 'seed', DEFAULT_WEIGHT_SEED, 0);
     const limits = imageLimits(p);
     const failFast = Boolean(p.options['fail-fast']);
-    const { files, failures } = listImages(p.positionals);
+    const { files, failures } = listImages(p.positionals, { outputs: /_(labels|overlay)\.png$/i, stdinCommand: 'segment' });
     for (const f of failures) warn(`error: ${f.input}: ${f.error}`);
     if (failFast && failures.length) files.length = 0; // stop at the first failure: process nothing
-    const outDir = str(p, 'out') ?? 'segment-output';
+    const outDir = stringOption(p, 'out') ?? 'segment-output';
     const numClasses = numClassesOf(config);
     if (numClasses > 256) throw new Error(`segment: ${numClasses} classes do not fit an 8-bit label PNG`);
     const palette = paletteOf(config);
-    const checkpoint = str(p, 'checkpoint') ?? defaultCheckpoint(config);
+    const checkpoint = stringOption(p, 'checkpoint') ?? defaultCheckpoint(config);
     ensureDir(outDir);
     const names = outputNames(files);
     const { model } = files.length ? prepareModel(config, { checkpoint, seed, device, allowNonfinite: Boolean(p.options['allow-nonfinite']) }) : { model: null };
@@ -366,12 +366,12 @@ export const evalCommand: SegCommand = {
   async run(p) {
     applyThreads(p);
     if (p.positionals.length) throw new UsageError(`eval: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-    const data = str(p, 'data');
+    const data = stringOption(p, 'data');
     if (!data) throw new UsageError('eval: --data ROOT is required');
-    const config = loadConfig(str(p, 'config') ?? DEFAULT_CONFIG);
-    const kind = str(p, 'dataset');
+    const config = loadConfig(stringOption(p, 'config') ?? DEFAULT_CONFIG);
+    const kind = stringOption(p, 'dataset');
     if (kind !== undefined && kind !== 'ade20k' && kind !== 'custom') throw new UsageError('--dataset must be ade20k or custom');
-    const classes = str(p, 'classes')?.split(',').map((c) => c.trim()).filter((c) => c !== '');
+    const classes = stringOption(p, 'classes')?.split(',').map((c) => c.trim()).filter((c) => c !== '');
     if (classes && classes.length === 0) throw new UsageError('--classes expects comma-separated class names');
     if (p.options['reduce-zero-label'] && p.options['no-reduce-zero-label']) {
       throw new UsageError('eval: give --reduce-zero-label or --no-reduce-zero-label, not both');
@@ -380,10 +380,10 @@ export const evalCommand: SegCommand = {
     const dataset = datasetFromConfig(config, {
       dataRoot: data,
       ...(kind ? { kind } : {}),
-      ...(str(p, 'img-dir') ? { imgDir: str(p, 'img-dir') } : {}),
-      ...(str(p, 'ann-dir') ? { annDir: str(p, 'ann-dir') } : {}),
-      ...(str(p, 'img-suffix') ? { imgSuffix: str(p, 'img-suffix') } : {}),
-      ...(str(p, 'seg-map-suffix') ? { segMapSuffix: str(p, 'seg-map-suffix') } : {}),
+      ...(stringOption(p, 'img-dir') ? { imgDir: stringOption(p, 'img-dir') } : {}),
+      ...(stringOption(p, 'ann-dir') ? { annDir: stringOption(p, 'ann-dir') } : {}),
+      ...(stringOption(p, 'img-suffix') ? { imgSuffix: stringOption(p, 'img-suffix') } : {}),
+      ...(stringOption(p, 'seg-map-suffix') ? { segMapSuffix: stringOption(p, 'seg-map-suffix') } : {}),
       ...(classes ? { classes } : {}),
       ...(rzl !== undefined ? { reduceZeroLabel: rzl } : {}),
     });
@@ -392,8 +392,8 @@ export const evalCommand: SegCommand = {
     const opts = segmentOptions(p, device);
     const seed = intOption(p, 'seed', DEFAULT_WEIGHT_SEED, 0);
     const limits = imageLimits(p);
-    const checkpoint = str(p, 'checkpoint');
-    const out = str(p, 'out');
+    const checkpoint = stringOption(p, 'checkpoint');
+    const out = stringOption(p, 'out');
     if (out) ensureDir(dirname(resolve(out)));
     // The label convention decides every number below: say which one is in force before the run.
     warn(`eval: dataset ${dataset.name}, reduce_zero_label ${dataset.reduceZeroLabel ? 'on (label 0 = ignore, labels shifted down by 1)' : 'off (labels are class ids)'}, ignore_index ${dataset.ignoreIndex}`);
@@ -458,13 +458,13 @@ export const demoCommand: SegCommand = {
   async run(p) {
     applyThreads(p);
     if (p.positionals.length) throw new UsageError('demo: takes no positional arguments');
-    const checkpointOpt = str(p, 'checkpoint');
+    const checkpointOpt = stringOption(p, 'checkpoint');
     // With the shipped trained model (and no --checkpoint): its preset, at the scene size it was trained on.
     const trained = checkpointOpt === undefined && existsSync(SYNTH_CHECKPOINT);
     const size = intOption(p, 'size', trained ? getPreset(SYNTH_CONFIG).test_pipeline.img_scale[1] : 512, 32);
     if (size > 2048) throw new UsageError('--size must be at most 2048');
     const seed = intOption(p, 'seed', 1, 0);
-    const outDir = str(p, 'out') ?? 'demo-output';
+    const outDir = stringOption(p, 'out') ?? 'demo-output';
     const device = deviceOption(p);
     const opts = segmentOptions(p, device);
     const json = Boolean(p.options.json);

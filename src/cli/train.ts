@@ -15,7 +15,7 @@ import { writeSyntheticSplits } from '../tasks/segmentation/synth-splits.js';
 import { describeParamGroups } from '../train/param-groups.js';
 import { formatPretrainedReport } from '../train/pretrained.js';
 import { exportWeights } from '../train/checkpoint.js';
-import { type OptionSpec, type Parsed, UsageError, intOption } from './args.js';
+import { type OptionSpec, type Parsed, UsageError, intOption, stringOption } from './args.js';
 import { LaunchError, checkLaunchOptions, exitWithLauncher, launchWorkers, workerEnv, type WorkerEnv } from './launch.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries). */
@@ -29,12 +29,6 @@ export interface TrainCommand {
 const print = (s: string): void => { process.stdout.write(`${s}\n`); };
 const warn = (s: string): void => { process.stderr.write(`${s}\n`); };
 
-function str(p: Parsed, key: string): string | undefined {
-  const v = p.options[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new UsageError(`--${key} expects a value`);
-  return v;
-}
 
 function num(p: Parsed, key: string): number | undefined {
   const v = p.options[key];
@@ -64,7 +58,7 @@ export function workerArgs(p: Parsed): string[] {
 /** `--nproc N` (with the multi-machine options): start the workers and wait for them. */
 async function runLauncher(p: Parsed): Promise<number> {
   const num0 = (k: string): number | undefined => (p.options[k] === undefined ? undefined : intOption(p, k, 0, 0));
-  const masterAddr = str(p, 'master-addr');
+  const masterAddr = stringOption(p, 'master-addr');
   const o = {
     nproc: intOption(p, 'nproc', 1), nnodes: intOption(p, 'nnodes', 1), nodeRank: num0('node-rank') ?? 0,
     ...(masterAddr !== undefined ? { masterAddr } : {}), masterPort: num0('master-port') ?? null,
@@ -75,7 +69,7 @@ async function runLauncher(p: Parsed): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const device = str(p, 'device') ?? 'cpu';
+  const device = stringOption(p, 'device') ?? 'cpu';
   if (device.startsWith('cuda')) {
     if (device !== 'cuda') throw new UsageError(`--nproc with --device ${device}: use --device cuda (worker LOCAL_RANK k uses cuda:k)`);
     if (cuda.isAvailable() && cuda.deviceCount() < o.nproc) {
@@ -129,13 +123,13 @@ export const trainCommand: TrainCommand = {
       throw new UsageError(`train: this process is already a worker of a launched job (WORLD_SIZE=${wenv.worldSize} in the environment); ` +
         `--nproc/--nnodes/--node-rank/--master-addr/--master-port belong to the launcher (unset WORLD_SIZE to launch from here)`);
     }
-    const backendOpt = str(p, 'dist-backend');
+    const backendOpt = stringOption(p, 'dist-backend');
     if (backendOpt !== undefined && backendOpt !== 'gloo' && backendOpt !== 'nccl') throw new UsageError(`--dist-backend must be gloo or nccl, got ${JSON.stringify(backendOpt)}`);
     const distTimeout = num(p, 'dist-timeout');
     if (distTimeout !== undefined && !(distTimeout > 0 && distTimeout <= 2_000_000)) throw new UsageError(`--dist-timeout must be a positive number of seconds, got ${distTimeout}`);
     if (p.options.threads !== undefined) setNumThreads(intOption(p, 'threads', 1));
     else if (wenv && wenv.localWorldSize > 1) setNumThreads(Math.max(1, Math.floor(availableParallelism() / wenv.localWorldSize)));
-    const configName = str(p, 'config');
+    const configName = stringOption(p, 'config');
     if (!configName) throw new UsageError('train: --config NAME|file.json is required');
     const config = loadConfig(configName);
     const json = Boolean(p.options.json);
@@ -166,9 +160,9 @@ export const trainCommand: TrainCommand = {
     } else if (p.positionals.length) {
       throw new UsageError(`train: unexpected argument ${JSON.stringify(p.positionals[0])}`);
     }
-    const data = str(p, 'data');
+    const data = stringOption(p, 'data');
     if (!data) throw new UsageError('train: --data ROOT is required');
-    const workDir = str(p, 'work-dir');
+    const workDir = stringOption(p, 'work-dir');
     if (!workDir) throw new UsageError('train: --work-dir DIR is required');
     const nproc = p.options.nproc === undefined ? 1 : intOption(p, 'nproc', 1);
     if (nproc > 1 || (p.options.nnodes !== undefined && intOption(p, 'nnodes', 1) > 1)) return runLauncher(p);
@@ -180,18 +174,18 @@ export const trainCommand: TrainCommand = {
     }
     if (wenv) exitWithLauncher(wenv.launcherPid);
     const main = !wenv || wenv.rank === 0;
-    const kind = str(p, 'dataset');
+    const kind = stringOption(p, 'dataset');
     if (kind !== undefined && kind !== 'ade20k' && kind !== 'custom') throw new UsageError('--dataset must be ade20k or custom');
     if (kind === 'ade20k' && config.dataset.type !== 'ADE20KDataset') {
       throw new UsageError(`--dataset ade20k: config ${config.name} is for a ${config.dataset.type} (${config.dataset.classes?.length ?? '?'} classes)`);
     }
-    const device = str(p, 'device') ?? 'cpu';
+    const device = stringOption(p, 'device') ?? 'cpu';
     if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
     if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${device}: CUDA is not available in this libtorch build / machine`);
     if (wenv && wenv.worldSize > 1 && device === 'cuda' && cuda.deviceCount() <= wenv.localRank) {
       throw new Error(`--device cuda: worker LOCAL_RANK ${wenv.localRank} needs cuda:${wenv.localRank}, but this machine has ${cuda.deviceCount()} CUDA device(s)`);
     }
-    const amp = str(p, 'amp');
+    const amp = stringOption(p, 'amp');
     if (amp !== undefined) {
       if (amp !== 'bf16' && amp !== 'fp16') throw new UsageError(`--amp must be bf16 or fp16, got ${JSON.stringify(amp)}`);
       if (amp === 'fp16' && device === 'cpu') throw new UsageError('--amp fp16 needs --device cuda (float16 autocast is CUDA-only); use --amp bf16 on CPU');
@@ -206,9 +200,9 @@ export const trainCommand: TrainCommand = {
     const started = Date.now();
     const result = await trainSegmentor({
       config, dataRoot: data, workDir,
-      ...opt('trainImgDir', str(p, 'train-img-dir')), ...opt('trainAnnDir', str(p, 'train-ann-dir')),
-      ...opt('valImgDir', str(p, 'val-img-dir')), ...opt('valAnnDir', str(p, 'val-ann-dir')),
-      ...opt('pretrained', str(p, 'pretrained')),
+      ...opt('trainImgDir', stringOption(p, 'train-img-dir')), ...opt('trainAnnDir', stringOption(p, 'train-ann-dir')),
+      ...opt('valImgDir', stringOption(p, 'val-img-dir')), ...opt('valAnnDir', stringOption(p, 'val-ann-dir')),
+      ...opt('pretrained', stringOption(p, 'pretrained')),
       ...opt('iters', p.options.iters === undefined ? undefined : intOption(p, 'iters', 1)),
       ...opt('batch', p.options.batch === undefined ? undefined : intOption(p, 'batch', 1)),
       ...opt('lr', num(p, 'lr')),
@@ -257,7 +251,7 @@ export const trainCommand: TrainCommand = {
     // ranks above 0 of a data-parallel job say nothing on success: rank 0 reports for the job
     if (!main) return result.interrupted ? 130 : 0;
     if (result.pretrained) warn(formatPretrainedReport(result.pretrained));
-    const exportPath = str(p, 'export');
+    const exportPath = stringOption(p, 'export');
     let exported: ReturnType<typeof exportWeights> | null = null;
     if (exportPath && result.checkpoint && !result.interrupted) {
       exported = exportWeights(result.checkpoint, exportPath, {
@@ -298,7 +292,7 @@ export const synthCommand: TrainCommand = {
   options: { out: 'string', count: 'number', size: 'number', seed: 'number', val: 'number', json: 'boolean' },
   async run(p) {
     if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-    const out = str(p, 'out');
+    const out = stringOption(p, 'out');
     if (!out) throw new UsageError('synth: --out DIR is required');
     const count = intOption(p, 'count', 200, 2);
     const size = intOption(p, 'size', 128, 32);

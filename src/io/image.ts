@@ -27,7 +27,7 @@
 import { dirname } from 'node:path';
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { decode as decodePngRaw, encode as encodePngRaw, hasPngSignature } from 'fast-png';
-import { FileAccessError, ensureDir, formatBytes, readRegularFile, readStdinBytes, writeFileAtomic } from './files.js';
+import { FileAccessError, ensureDir, readRegularFile, readStdinBytes, writeFileAtomic } from './files.js';
 
 /** An 8-bit RGB image in HWC layout (row-major, 3 bytes per pixel). */
 export interface RgbImage {

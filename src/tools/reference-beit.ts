@@ -4,7 +4,6 @@
  * (`checkpoint_keys` + `expected_file`) and the BEiT-3 position table resize (`key` + `src_img_size`).
  * Backbone fixtures (`kwargs`: BEiTAdapter, BEiTBaseline) go through `checkBackboneFixture`.
  */
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Tensor, noGrad, scope, tensor } from '../engine/index.js';
 import { BEiTAdapter, type BEiTAdapterOptions } from '../models/adapter/beit-adapter.js';

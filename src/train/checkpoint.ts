@@ -13,7 +13,7 @@
  * `keep` are deleted after the new one is in place.
  */
 import { readdirSync, statSync, unlinkSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { DTYPE_SIZE, type Tensor, noGrad } from '../engine/index.js';
 import { loadCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { type LazyTensor, float32ToFloat16, toFloat32Array } from '../io/raw.js';

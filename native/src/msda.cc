@@ -66,6 +66,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "native_util.h"
+
 #ifdef VITA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -800,14 +802,7 @@ BackwardFn<scalar_t> pick_backward(int64_t D) {
 // ------------------------------------------------------------------------------------------------------------
 // Validation.
 
-std::string shape_str(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(t.size(i));
-  }
-  return s + "]";
-}
+using vita::shape_str;
 
 struct Checked {
   Dims g;

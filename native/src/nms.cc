@@ -14,6 +14,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "native_util.h"
+
 #ifdef VITA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -33,14 +35,7 @@ namespace vita_nms {
 
 namespace {
 
-std::string shape_str(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(t.size(i));
-  }
-  return s + "]";
-}
+using vita::shape_str;
 
 void check_inputs(const char* op, const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   TORCH_CHECK(boxes.defined() && scores.defined(), op, ": boxes and scores must be defined tensors");
@@ -123,8 +118,7 @@ bool use_avx2() {
   static const bool yes = [] {
     const char* env = std::getenv("VITA_NMS_NO_VEC");
     if (env && env[0] == '1') return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    return vita::cpu_has_avx2();
   }();
   return yes;
 #else

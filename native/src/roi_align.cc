@@ -33,6 +33,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "native_util.h"
+
 #ifdef VITA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -58,14 +60,7 @@ struct Params {
   bool aligned = true;
 };
 
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(s[i]);
-  }
-  return out + "]";
-}
+using vita::shape_str;
 
 // Validates everything but the input tensor itself (its sizes come in `input_size`).
 Params check_common(const char* op, at::IntArrayRef input_size, at::ScalarType dtype, at::Device device,
@@ -318,11 +313,7 @@ __attribute__((target("avx2"))) void bwd_row_avx2(T* __restrict__ r1, T* __restr
 
 bool ra_use_avx2() {
 #if VITA_RA_AVX2
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return yes;
+  return vita::cpu_has_avx2();
 #else
   return false;
 #endif

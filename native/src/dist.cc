@@ -636,34 +636,36 @@ int64_t DdpNew(int64_t groupId, std::vector<at::Tensor> params, int64_t capBytes
   d->zeroFilled.assign(n, 0);
   // Buckets over the parameters in reverse order (gradients of the last layers are ready first), one open bucket per
   // dtype/device, closed when it reaches the cap (1 MiB for the first).
-  std::vector<std::pair<std::pair<at::ScalarType, at::Device>, size_t>> open;  // key -> bucket index
+  using Key = std::pair<at::ScalarType, at::Device>;
+  struct Open {
+    Key key;
+    size_t bucket;
+    bool first;  // the first bucket of its dtype/device
+  };
+  std::vector<Open> open;
+  std::vector<Key> seen;  // dtype/devices that have had a bucket
   for (size_t j = n; j-- > 0;) {
     const at::Tensor& p = params[j];
     TORCH_CHECK(p.requires_grad() && p.is_leaf(), "DistributedDataParallel: parameter index ", j,
                 " must be a leaf that requires grad");
     TORCH_CHECK(p.layout() == at::kStrided, "DistributedDataParallel: parameter index ", j, " is not dense");
-    std::pair<at::ScalarType, at::Device> key{p.scalar_type(), p.device()};
-    auto it = std::find_if(open.begin(), open.end(), [&](const auto& e) { return e.first == key; });
-    size_t bi;
+    const Key key{p.scalar_type(), p.device()};
+    auto it = std::find_if(open.begin(), open.end(), [&](const Open& e) { return e.key == key; });
     if (it == open.end()) {
       d->buckets.emplace_back();
-      bi = d->buckets.size() - 1;
-      open.push_back({key, bi});
+      const bool first = std::find(seen.begin(), seen.end(), key) == seen.end();
+      if (first) seen.push_back(key);
+      open.push_back({key, d->buckets.size() - 1, first});
       it = open.end() - 1;
-    } else {
-      bi = it->second;
     }
+    const size_t bi = it->bucket;
     Bucket& b = d->buckets[bi];
     b.params.push_back(j);
     b.offsets.push_back(b.numel);
     b.numel += p.numel();
     d->bucketOf[j] = bi;
     // As torch's DDP, the first bucket of each dtype/device holds at most 1 MiB, so that communication starts early.
-    const bool first = bi == std::find_if(d->buckets.begin(), d->buckets.end(), [&](const Bucket& o) {
-                                  const at::Tensor& q = params[o.params[0]];
-                                  return q.scalar_type() == key.first && q.device() == key.second;
-                                }) - d->buckets.begin();
-    const int64_t cap = first ? std::min<int64_t>(capBytes, int64_t(1) << 20) : capBytes;
+    const int64_t cap = it->first ? std::min<int64_t>(capBytes, int64_t(1) << 20) : capBytes;
     if (b.numel * static_cast<int64_t>(p.element_size()) >= cap) open.erase(it);
   }
   for (auto& b : d->buckets) {

@@ -23,6 +23,7 @@ import { type OptionSpec, type Parsed, UsageError, intOption, stringOption } fro
 import { print, warn } from './output.js';
 import { applyThreads, deviceOption } from './runtime.js';
 import { type SegCommand, imageLimits, listImages, outputNames } from './segment.js';
+import { synthOptions } from './train.js';
 
 /** A CLI command (the shape of `main.ts`'s `commands` entries; the same as the segmentation commands'). */
 export type DetCommand = SegCommand;
@@ -299,15 +300,10 @@ export function synthWithCoco(seg: DetCommand): DetCommand {
     options: { ...seg.options, coco: 'boolean' },
     async run(p) {
       if (!p.options.coco) return seg.run(p);
-      if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-      const out = stringOption(p, 'out');
-      if (!out) throw new UsageError('synth: --out DIR is required');
-      const count = intOption(p, 'count', 200, 2);
-      const size = intOption(p, 'size', 128, 32);
-      const seed = intOption(p, 'seed', 0, 0);
-      const val = p.options.val === undefined ? undefined : intOption(p, 'val', 1);
-      const bar = new ProgressBar(2 * count, { label: 'synth' });
-      const opts = { count, size, seed, ...(val !== undefined ? { val } : {}), onProgress: () => bar.tick() };
+      const { out, ...o } = synthOptions(p);
+      const { size, seed } = o;
+      const bar = new ProgressBar(2 * o.count, { label: 'synth' });
+      const opts = { ...o, onProgress: () => bar.tick() };
       const r = await writeSyntheticSplits(out, opts);
       const c = writeSyntheticCoco(out, opts);
       bar.finish();

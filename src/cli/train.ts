@@ -285,21 +285,27 @@ export const trainCommand: TrainCommand = {
   },
 };
 
+/** The options of `synth` (shared with `synth --coco`): output folder, scene count and size, seed, val split. */
+export function synthOptions(p: Parsed): { out: string; count: number; size: number; seed: number; val?: number } {
+  if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
+  const out = stringOption(p, 'out');
+  if (!out) throw new UsageError('synth: --out DIR is required');
+  const count = intOption(p, 'count', 200, 2);
+  const size = intOption(p, 'size', 128, 32);
+  const seed = intOption(p, 'seed', 0, 0);
+  return { out, count, size, seed, ...(p.options.val === undefined ? {} : { val: intOption(p, 'val', 1) }) };
+}
+
 /** `synth`. */
 export const synthCommand: TrainCommand = {
   summary: 'write a generated segmentation dataset (synthetic scenes) in the custom layout with a train/val split',
   usage: 'vit-adapter synth --out DIR [--count 200] [--size 128] [--seed 0] [--val N] [--json]',
   options: { out: 'string', count: 'number', size: 'number', seed: 'number', val: 'number', json: 'boolean' },
   async run(p) {
-    if (p.positionals.length) throw new UsageError(`synth: unexpected argument ${JSON.stringify(p.positionals[0])}`);
-    const out = stringOption(p, 'out');
-    if (!out) throw new UsageError('synth: --out DIR is required');
-    const count = intOption(p, 'count', 200, 2);
-    const size = intOption(p, 'size', 128, 32);
-    const seed = intOption(p, 'seed', 0, 0);
-    const val = p.options.val === undefined ? undefined : intOption(p, 'val', 1);
-    const bar = new ProgressBar(count, { label: 'synth' });
-    const r = await writeSyntheticSplits(out, { count, size, seed, ...(val !== undefined ? { val } : {}), onProgress: () => bar.tick() });
+    const { out, ...o } = synthOptions(p);
+    const { size, seed } = o;
+    const bar = new ProgressBar(o.count, { label: 'synth' });
+    const r = await writeSyntheticSplits(out, { ...o, onProgress: () => bar.tick() });
     bar.finish();
     const res = { out: resolve(out), train: r.train, val: r.val, size, seed, layout: 'img_dir/{train,val}, ann_dir/{train,val}' };
     if (p.options.json) print(JSON.stringify(res));
